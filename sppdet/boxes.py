@@ -1,0 +1,59 @@
+"""The one internal box convention, and conversions at the edges.
+
+Internal boxes are float arrays of shape (N, 4): continuous pixel coordinates
+(x1, y1, x2, y2) with area (x2 - x1) * (y2 - y1), the convention of torchvision.ops.
+A VOC box (xmin, ymin, xmax, ymax), 1-based and inclusive, maps to
+(xmin - 1, ymin - 1, xmax, ymax); with it torchvision's areas and IoUs equal the VOC
+devkit's "+1" areas and IoUs exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def voc_to_internal(boxes: np.ndarray) -> np.ndarray:
+    """VOC 1-based inclusive (xmin, ymin, xmax, ymax) -> internal (x1, y1, x2, y2)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, :2] -= 1.0
+    return b
+
+
+def internal_to_voc(boxes: np.ndarray) -> np.ndarray:
+    """Internal (x1, y1, x2, y2) -> VOC 1-based inclusive (xmin, ymin, xmax, ymax)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, :2] += 1.0
+    return b
+
+
+def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """(x, y, w, h) with (x, y) the top-left pixel -> internal (x1, y1, x2, y2)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], axis=1)
+
+
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU (len(a), len(b)) of internal boxes (numpy, float64)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+    return iou
+
+
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Clip internal boxes to the image [0, width] x [0, height]."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
+    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
+    return b

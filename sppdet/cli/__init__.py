@@ -1,0 +1,59 @@
+"""The ``sppdet`` command line: thin click commands over the library.
+
+Commands are imported lazily (torch is slow to import), one module per command under
+``sppdet.cli``; adding a command is one entry in ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from sppdet import __version__
+from sppdet.errors import SppdetError
+
+# name -> "module:function", listed in pipeline order.
+COMMANDS: dict[str, str] = {
+    "data-stats": "sppdet.cli.data_stats:data_stats",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when the command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sppdet")
+def cli() -> None:
+    """SPP-net object detection: proposals, conv features with spatial pyramid pooling,
+    SVMs with hard-negative mining, box regression, NMS and PASCAL VOC evaluation."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning library errors into one clear line."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except SppdetError as e:
+        click.secho(f"Error: {e}", fg="red", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted: finished files are kept; run the same command again to resume.", err=True)
+        sys.exit(130)

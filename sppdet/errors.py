@@ -1,0 +1,17 @@
+"""Exceptions that carry a message meant for the user (file and reason, no traceback)."""
+
+
+class SppdetError(Exception):
+    """Base class: the CLI prints ``str(error)`` and exits with status 1."""
+
+
+class DataError(SppdetError):
+    """Bad input data: a missing file, malformed XML, an unknown class, a bad box."""
+
+
+class ConfigMismatchError(SppdetError):
+    """A cache or model directory was made with another configuration."""
+
+
+class ModelFormatError(SppdetError):
+    """A model directory is missing, incomplete, or of an unknown format version."""
