@@ -93,8 +93,10 @@ def test_unambiguous_random_rankings_differ_only_by_interpolation(seed):
 
 
 def test_difficult_boxes_are_ignored_by_both():
-    # A detection on the difficult box B is neither TP nor FP in either metric.
-    anns = [ann("a", [A, B], [0, 0], [False, True])]
+    # A detection on the difficult box B is neither TP nor FP in either metric, and the
+    # missed difficult box FAR costs no recall. (Counted as normal boxes: AP50 about 2/3;
+    # dropped from the ground truth: the hit on B is an FP ranked first, AP 0.5.)
+    anns = [ann("a", [A, B, FAR], [0, 0, 0], [False, True, True])]
     voc, coco = both({"cat": dets(("a", 0.9, B), ("a", 0.8, A))}, anns)
     assert voc.per_class["cat"].npos == 1 and voc.mAP == 1.0
     assert coco["AP50"] == pytest.approx(1.0, abs=1e-12)  # pycocotools' tp / (tp + fp + eps)
