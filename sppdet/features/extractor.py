@@ -64,7 +64,8 @@ class FeatureExtractor:
         if not scales or min(scales) < 1:
             raise ValueError(f"scales must be positive integers, got {scales}")
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
-        self.backbone = backbone.to(self.device).eval()
+        # channels-last runs the trunk about 1.4x faster on the CPU (same values).
+        self.backbone = backbone.to(self.device, memory_format=torch.channels_last).eval()
         self.scales = scales
         self.max_size = int(max_size)
         self.spp = SpatialPyramidPooling(levels)
@@ -87,6 +88,7 @@ class FeatureExtractor:
         maps = []
         for s in self.scales:
             x = to_input_tensor(image_bgr, s, self.max_size, self.device)
+            x = x.contiguous(memory_format=torch.channels_last)
             maps.append(self.backbone(x)[0].to(MAP_DTYPE))
         return FeatureMaps(maps, scale_factors(hw, self.scales, self.max_size), hw, self.scales)
 

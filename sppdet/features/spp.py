@@ -57,21 +57,49 @@ def floor_log2(v: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def sparse_table(fmap: torch.Tensor, ky_max: int, kx_max: int) -> torch.Tensor:
+def sparse_table(fmap: torch.Tensor, ky_max: int, kx_max: int,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
     """(ky_max + 1, kx_max + 1, H, W, C) range-max table of a (C, H, W) map.
 
     Entry [ky, kx, y, x] is the max over [y, y + 2^ky) x [x, x + 2^kx); entries whose
     block would cross the map's edge hold a smaller block's max and are never queried.
+    With ``out`` (no autograd), the table is filled in place there; otherwise it is built
+    out of place, so that gradients flow.
     """
-    rows = [fmap.permute(1, 2, 0)]  # (H, W, C) per ky
-    for ky in range(1, ky_max + 1):
-        d, prev = 1 << (ky - 1), rows[-1]
-        rows.append(torch.cat([torch.maximum(prev[:-d], prev[d:]), prev[-d:]], dim=0))
-    table = [torch.stack(rows)]  # (Ly, H, W, C) per kx
-    for kx in range(1, kx_max + 1):
-        d, prev = 1 << (kx - 1), table[-1]
-        table.append(torch.cat([torch.maximum(prev[:, :, :-d], prev[:, :, d:]), prev[:, :, -d:]], dim=2))
-    return torch.stack(table, dim=1)
+    if out is None and torch.is_grad_enabled() and fmap.requires_grad:
+        rows = [fmap.permute(1, 2, 0)]  # (H, W, C) per ky
+        for ky in range(1, ky_max + 1):
+            d, prev = 1 << (ky - 1), rows[-1]
+            rows.append(torch.cat([torch.maximum(prev[:-d], prev[d:]), prev[-d:]], dim=0))
+        table = [torch.stack(rows)]  # (Ly, H, W, C) per kx
+        for kx in range(1, kx_max + 1):
+            d, prev = 1 << (kx - 1), table[-1]
+            table.append(torch.cat([torch.maximum(prev[:, :, :-d], prev[:, :, d:]), prev[:, :, -d:]], dim=2))
+        return torch.stack(table, dim=1)
+    c, h, w = fmap.shape
+    t = fmap.new_empty((ky_max + 1, kx_max + 1, h, w, c)) if out is None else out
+    with torch.no_grad():
+        t[0, 0] = fmap.permute(1, 2, 0)
+        for ky in range(1, ky_max + 1):
+            d = 1 << (ky - 1)
+            torch.maximum(t[ky - 1, 0, : h - d], t[ky - 1, 0, d:], out=t[ky, 0, : h - d])
+            t[ky, 0, h - d:] = t[ky - 1, 0, h - d:]
+        for ky in range(ky_max + 1):
+            for kx in range(1, kx_max + 1):
+                d = 1 << (kx - 1)
+                torch.maximum(t[ky, kx - 1, :, : w - d], t[ky, kx - 1, :, d:], out=t[ky, kx, :, : w - d])
+                t[ky, kx, :, w - d:] = t[ky, kx - 1, :, w - d:]
+    return t
+
+
+def _max_over(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Max over a short dimension as a chain of elementwise maxima (faster than amax on
+    CPU for float16)."""
+    parts = x.unbind(dim)
+    out = parts[0]
+    for p in parts[1:]:
+        out = torch.maximum(out, p)
+    return out
 
 
 def _gather_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -118,9 +146,14 @@ class SpatialPyramidPooling(nn.Module):
         c = maps[0].shape[0]
         if k == 0:
             return torch.zeros((0, self.output_dim(c)), device=maps[0].device)
-        unique, inverse = torch.unique(rois, dim=0, return_inverse=True)
-        if unique.shape[0] <= _DEDUP_SHARE * k:
-            return self._pool(maps, unique).index_select(0, inverse)
+        # Distinct windows by a 1-D key (a 1-D sort is much faster than unique(dim=0)).
+        radix = rois.amax(0) + 1
+        key = rois[:, 0]
+        for j in range(1, 5):
+            key = key * radix[j] + rois[:, j]
+        _, first, inverse = _unique_first(key)
+        if first.shape[0] <= _DEDUP_SHARE * k:
+            return self._pool(maps, rois[first]).index_select(0, inverse)
         return self._pool(maps, rois)
 
     def _pool(self, maps: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
@@ -133,27 +166,30 @@ class SpatialPyramidPooling(nn.Module):
         m = len(maps)
         ky_max = torch.zeros(m, dtype=torch.int64, device=rois.device).scatter_reduce(0, index, need_y, "amax")
         kx_max = torch.zeros(m, dtype=torch.int64, device=rois.device).scatter_reduce(0, index, need_x, "amax")
-        tables, geometry = [], []
-        base = 0
-        for i, fmap in enumerate(maps):  # one table per scale, not per window
-            t = sparse_table(fmap, int(ky_max[i]), int(kx_max[i]))
-            tables.append(t.reshape(-1, c))
-            geometry.append((base, t.shape[1], t.shape[2], t.shape[3]))
-            base += tables[-1].shape[0]
-        rows = torch.cat(tables) if m > 1 else tables[0]
+        shapes = [(int(ky_max[i]) + 1, int(kx_max[i]) + 1, f.shape[1], f.shape[2]) for i, f in enumerate(maps)]
+        sizes = [a * b * h * w for a, b, h, w in shapes]
+        starts = np.cumsum([0] + sizes)
+        if torch.is_grad_enabled() and any(f.requires_grad for f in maps):
+            rows = torch.cat([sparse_table(f, a - 1, b - 1).reshape(-1, c)
+                              for f, (a, b, _, _) in zip(maps, shapes)])
+        else:  # one buffer for every scale's table, filled in place
+            rows = maps[0].new_empty((int(starts[-1]), c))
+            for f, shape, s0, s1 in zip(maps, shapes, starts[:-1], starts[1:]):
+                sparse_table(f, shape[0] - 1, shape[1] - 1, out=rows[s0:s1].view(*shape, c))
+        geometry = [(int(s0), b, h, w) for s0, (_, b, h, w) in zip(starts[:-1], shapes)]
         geo = torch.tensor(geometry, dtype=torch.int64, device=rois.device)[index]  # (K, 4)
 
+        pooled = {n: self._query(rows, geo, *edges[n]) for n in self._direct}
+        for n in sorted(self.levels, reverse=True):  # derive coarse levels from finer ones
+            if n not in pooled:
+                src = min(m for m in pooled if m % n == 0)
+                s = src // n
+                p = _max_over(pooled[src].view(k, n, s, src, c), 2)
+                pooled[n] = _max_over(p.view(k, n, n, s, c), 3)
         out = torch.empty((k, self.output_dim(c)), dtype=torch.float32, device=rows.device)
         offsets = np.cumsum([0] + [c * n * n for n in self.levels])
-        pooled = {n: self._query(rows, geo, *edges[n]) for n in self._direct}
-        finest = max(self.levels)
         for n, start in zip(self.levels, offsets[:-1]):
-            p = pooled.get(n)
-            if p is None:
-                s = finest // n
-                p = pooled[finest].view(k, n, s, finest, c).amax(2)
-                p = p.view(k, n, n, s, c).amax(3)
-            out[:, start:start + c * n * n] = p.reshape(k, -1)
+            out[:, start:start + c * n * n] = pooled[n].reshape(k, -1)
         return out
 
     @staticmethod
@@ -172,7 +208,15 @@ class SpatialPyramidPooling(nn.Module):
         corners = torch.stack([block + top + left, block + top + right,
                                block + bottom + left, block + bottom + right])
         gathered = _gather_rows(rows, corners.reshape(-1))
-        return gathered.view(4, k, n, n, -1).amax(0)
+        return _max_over(gathered.view(4, k, n, n, -1), 0)
+
+
+def _unique_first(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Distinct values of a 1-D tensor, the index of one occurrence of each, and the
+    inverse mapping (values[inverse] == key)."""
+    values, inverse = torch.unique(key, return_inverse=True)
+    first = torch.empty_like(values).scatter_(0, inverse, torch.arange(key.shape[0], device=key.device))
+    return values, first, inverse
 
 
 def _as_map_list(features: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
