@@ -38,6 +38,7 @@ from sppdet.data import VOCDataset  # noqa: E402
 from sppdet.features import FeatureCache, FeatureExtractor, get_backbone  # noqa: E402
 from sppdet.features.pyramid import DEFAULT_SCALES, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from sppdet.fileio import save_json  # noqa: E402
+from sppdet.perf import tune_allocator  # noqa: E402
 
 VOC = REPO.parent / "shared" / "data" / "VOCdevkit" / "VOC2007"
 
@@ -60,14 +61,20 @@ def proposals(image: np.ndarray, n: int, seed: int) -> np.ndarray:
     return boxes
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median wall time of ``repeats`` calls (after one warm-up call) and the last result."""
+CPU_TIMES: dict[str, list[float]] = {}
+
+
+def timed(fn, repeats: int, name: str) -> tuple[float, object]:
+    """Median wall time of ``repeats`` calls (after one warm-up call) and the last result;
+    the median process CPU time goes to CPU_TIMES[name] (steadier on a shared machine)."""
     result = fn()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         result = fn()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    CPU_TIMES.setdefault(name, []).append(statistics.median(cpu))
     return statistics.median(times), result
 
 
@@ -105,10 +112,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-tune-allocator", action="store_true",
+                    help="keep glibc's default mmap threshold (see sppdet.perf)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "spp_vs_rcnn.json")
     args = ap.parse_args()
     if not args.voc.is_dir():
         sys.exit(f"VOC data not found at {args.voc} (../shared is absent?)")
+    allocator_tuned = tune_allocator() if not args.no_tune_allocator else False
     if args.threads:
         torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
@@ -127,15 +137,17 @@ def main() -> None:
             boxes = proposals(image, args.windows, seed=k)
             row = {"image": image_id, "hw": list(image.shape[:2]), "windows": len(boxes)}
             for n, ex in ((1, one), (5, five)):
-                row[f"spp{n}_conv_s"], maps = timed(lambda: ex.conv_maps(image), args.repeats)
-                row[f"spp{n}_pool_s"], feats = timed(lambda: ex.pool(maps, boxes), args.repeats)
+                row[f"spp{n}_conv_s"], maps = timed(lambda: ex.conv_maps(image), args.repeats, f"spp{n}_conv_s")
+                row[f"spp{n}_pool_s"], feats = timed(lambda: ex.pool(maps, boxes), args.repeats, f"spp{n}_pool_s")
                 row[f"spp{n}_map_sizes"] = [list(m.shape[1:]) for m in maps.maps]
                 row[f"cache{n}_bytes"] = caches[n].save(image_id, maps).stat().st_size
                 row["feature_dim"] = int(feats.shape[1])
             subset = boxes[np.linspace(0, len(boxes) - 1, args.rcnn_crops).round().astype(int)]
-            warp_s, crops = timed(lambda: warp_crops(image, subset), 1)
-            conv_s, _ = timed(lambda: rcnn_conv(backbone.trunk, crops, args.batch, device), 1)
+            warp_s, crops = timed(lambda: warp_crops(image, subset), 1, "rcnn_warp_s")
+            conv_s, _ = timed(lambda: rcnn_conv(backbone.trunk, crops, args.batch, device), 1, "rcnn_conv_s")
             scale = len(boxes) / len(subset)
+            for key in ("rcnn_warp_s", "rcnn_conv_s"):
+                CPU_TIMES[key][-1] *= scale
             row.update(rcnn_warp_s=warp_s * scale, rcnn_conv_s=conv_s * scale)
             rows.append(row)
             print(f"{image_id}: spp1 conv {row['spp1_conv_s']:.3f} s pool {row['spp1_pool_s']:.3f} s; "
@@ -145,21 +157,28 @@ def main() -> None:
     med = {key: statistics.median(r[key] for r in rows) for key in rows[0]
            if key.endswith("_s") or key.endswith("_bytes")}
     rcnn_total = med["rcnn_warp_s"] + med["rcnn_conv_s"]
+    cpu = {k: statistics.median(v) for k, v in CPU_TIMES.items()}
     result = {
         "benchmark": "spp_vs_rcnn",
         "command": "python " + " ".join(sys.argv),
         "backbone": args.backbone, "weights": backbone.weights, "layer": backbone.layer,
         "device": str(device), "torch_threads": torch.get_num_threads(),
+        "allocator_tuned": allocator_tuned,
         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
         "images": len(rows), "windows_per_image": args.windows, "feature_dim": rows[0]["feature_dim"],
         "rcnn_extrapolated_from": f"{args.rcnn_crops} crops per image, scaled linearly to {args.windows}",
         "rcnn_batch": args.batch,
         "median_seconds_per_image": {k: round(v, 4) for k, v in med.items() if k.endswith("_s")},
+        "median_cpu_seconds_per_image": {k: round(v, 4) for k, v in cpu.items()},
         "speedup_conv_step": {"1_scale": round(med["rcnn_conv_s"] / med["spp1_conv_s"], 1),
                               "5_scales": round(med["rcnn_conv_s"] / med["spp5_conv_s"], 1)},
         "speedup_with_warp_and_pooling": {
             "1_scale": round(rcnn_total / (med["spp1_conv_s"] + med["spp1_pool_s"]), 1),
             "5_scales": round(rcnn_total / (med["spp5_conv_s"] + med["spp5_pool_s"]), 1)},
+        "speedup_conv_step_cpu_time": {"1_scale": round(cpu["rcnn_conv_s"] / cpu["spp1_conv_s"], 1),
+                                       "5_scales": round(cpu["rcnn_conv_s"] / cpu["spp5_conv_s"], 1)},
+        "pooling_over_conv_cpu_time": {"1_scale": round(cpu["spp1_pool_s"] / cpu["spp1_conv_s"], 4),
+                                       "5_scales": round(cpu["spp5_pool_s"] / cpu["spp5_conv_s"], 4)},
         "pooling_over_conv": {"1_scale": round(med["spp1_pool_s"] / med["spp1_conv_s"], 4),
                               "5_scales": round(med["spp5_pool_s"] / med["spp5_conv_s"], 4)},
         "spp_share_outside_conv": {

@@ -18,6 +18,7 @@ from sppdet.features.cache import FeatureCache
 from sppdet.features.extractor import FeatureExtractor
 from sppdet.features.proposal_files import proposal_path, read_proposal_meta
 from sppdet.features.pyramid import DEFAULT_MAX_SIZE, DEFAULT_SCALES
+from sppdet.perf import tune_allocator
 
 
 def parse_scales(values: tuple[str, ...]) -> tuple[int, ...]:
@@ -62,6 +63,7 @@ def extract(dataset: VOCDataset, proposals_dir: Path, out_dir: Path, backbone: s
     """Run the conv layers once per image and scale; store the maps (float16, one file per
     image) for pooling any window later. Interrupted runs resume where they stopped."""
     scale_list = parse_scales(scales)
+    tune_allocator()
     if threads:
         torch.set_num_threads(threads)
     meta = read_proposal_meta(proposals_dir)

@@ -13,7 +13,7 @@ from sppdet.features.backbones import Backbone
 from sppdet.features.mapping import map_windows, scale_boxes
 from sppdet.features.pyramid import (DEFAULT_MAX_SIZE, DEFAULT_SCALES, nearest_scale,
                                      scale_factors, to_input_tensor)
-from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
+from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling, single_thread_on_cpu
 
 # Maps are kept at the cache's precision, so features pooled straight from a forward pass
 # equal those pooled from the cache (max pooling of float16 values is exact).
@@ -44,6 +44,13 @@ def pool_windows(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: in
     Each box is pooled at the scale whose scaled area is nearest 224 x 224, from the cells
     the paper's appendix mapping gives (``mapping.map_windows``).
     """
+    device = maps.maps[0].device
+    with single_thread_on_cpu(device):
+        return _pool_windows(maps, boxes, stride, offset, spp)
+
+
+def _pool_windows(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int, offset: float,
+                  spp: SpatialPyramidPooling) -> torch.Tensor:
     b = np.asarray(torch.as_tensor(boxes).cpu(), dtype=np.float64).reshape(-1, 4)
     device = maps.maps[0].device
     which = torch.from_numpy(nearest_scale(b, maps.factors))
