@@ -157,3 +157,25 @@ def test_mobilenet_v2_imagenet_weights_through_torchvision(torch_home):
     first = next(b.trunk.parameters())
     assert not torch.equal(first, next(r.trunk.parameters()))
     assert not any(p.requires_grad for p in b.parameters()) and not b.training
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50"])
+def test_batchnorm_folding_keeps_outputs(name):
+    from sppdet.features.backbones import fold_batchnorm
+
+    spec = BACKBONES[name]
+    torch.manual_seed(1)
+    trunk = spec.cut(spec.build()).eval()
+    for m in trunk.modules():  # non-trivial statistics, as in trained weights
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+    x = torch.randn(1, 3, 64, 80)
+    with torch.inference_mode():
+        want = trunk(x)
+        folded = fold_batchnorm(copy.deepcopy(trunk))
+        got = folded(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
