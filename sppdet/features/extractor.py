@@ -62,7 +62,10 @@ def _pool_windows(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: i
 
 
 class FeatureExtractor:
-    """A backbone run over an image pyramid, plus SPP of windows on its maps."""
+    """A backbone run over an image pyramid, plus SPP of windows on its maps.
+
+    The backbone is moved to ``device`` and to channels-last memory format in place.
+    """
 
     def __init__(self, backbone: Backbone, scales: Sequence[int] = DEFAULT_SCALES,
                  max_size: int = DEFAULT_MAX_SIZE, device: str | torch.device | None = "cpu",
