@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "make-split": "sppdet.cli.make_split:make_split",
     "extract": "sppdet.cli.extract:extract",
     "eval": "sppdet.cli.eval:eval_cmd",
+    "detect": "sppdet.cli.detect:detect",
+    "demo": "sppdet.cli.demo:demo",
 }
 
 

@@ -1,0 +1,218 @@
+"""Detection: image(s) in, scored boxes out.
+
+For each image: proposals -> conv maps once per scale -> SPP features of every window ->
+per-class SVM scores -> per-class box regression -> per-class NMS (torchvision.ops) -> the
+best ``max_per_image`` detections, in original image pixels.
+
+Several models can be combined as in the paper (two SPP-nets, 60.9 mAP): every model scores
+the same windows, and NMS runs on the union of their scored, regressed boxes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms
+
+from sppdet.boxes import clip_boxes
+from sppdet.detections import Detections
+from sppdet.device import resolve_device
+from sppdet.errors import ModelFormatError, SppdetError
+from sppdet.features.backbones import get_backbone
+from sppdet.features.extractor import FeatureExtractor, FeatureMaps
+from sppdet.heads.model_dir import DetectorModel, load_model
+
+log = logging.getLogger(__name__)
+
+Proposer = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class DetectionParams:
+    """Test-time settings (defaults: the official SPP-net code's)."""
+
+    score_threshold: float = -1.5
+    nms_iou: float = 0.3
+    max_per_image: int = 100
+
+    @classmethod
+    def from_model(cls, model: DetectorModel, **overrides: Any) -> "DetectionParams":
+        test = dict(model.config.get("test", {}))
+        values = {k: test[k] for k in ("score_threshold", "nms_iou", "max_per_image") if k in test}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def feature_key(config: dict[str, Any]) -> tuple:
+    """What a model's features depend on; models with equal keys share one conv pass."""
+    return (config["backbone"], config["weights"], tuple(config["scales"]),
+            int(config["max_size"]), tuple(config.get("levels", (1, 2, 3, 6))))
+
+
+def build_extractor(config: dict[str, Any], device: torch.device) -> FeatureExtractor:
+    """The feature extractor a model was trained with (backbone weights via torchvision)."""
+    weights = str(config["weights"])
+    if weights.startswith("random"):
+        weights = "random"
+    elif weights.startswith("file:"):
+        raise SppdetError(
+            f"the model's backbone weights came from a local file ({weights}); "
+            "that file is needed again: pass it with --weights")
+    backbone = get_backbone(config["backbone"], weights)
+    if backbone.weights != config["weights"] and not str(config["weights"]).startswith("random"):
+        raise SppdetError(f"backbone weights {backbone.weights!r} differ from the model's "
+                          f"{config['weights']!r}")
+    return FeatureExtractor(backbone, config["scales"], config["max_size"], device,
+                            config.get("levels", (1, 2, 3, 6)))
+
+
+def nms_per_class(boxes: np.ndarray, scores: np.ndarray, params: DetectionParams,
+                  image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Threshold, per-class NMS and the top ``max_per_image`` of (N, C, 4) boxes, (N, C) scores.
+
+    Returns (boxes (K, 4), scores (K,), labels (K,)) sorted by descending score.
+    """
+    rows, labels = np.nonzero(scores > params.score_threshold)
+    if rows.size == 0:
+        return np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)
+    cand = clip_boxes(boxes[rows, labels], image_hw[1], image_hw[0])
+    cand_scores = scores[rows, labels]
+    keep = batched_nms(torch.from_numpy(cand), torch.from_numpy(cand_scores),
+                       torch.from_numpy(labels), params.nms_iou).numpy()
+    keep = keep[: params.max_per_image]  # batched_nms returns indices by descending score
+    return cand[keep], cand_scores[keep], labels[keep].astype(np.int64)
+
+
+class Detector:
+    """One or more trained models with the feature extractors they need."""
+
+    def __init__(self, models: Sequence[DetectorModel], device: str | torch.device | None = None,
+                 params: DetectionParams | None = None, proposer: Proposer | None = None):
+        if not models:
+            raise ValueError("at least one model is needed")
+        classes = models[0].classes
+        for m in models[1:]:
+            if m.classes != classes:
+                raise SppdetError(f"models to combine must share their classes: {m.path} has "
+                                  f"{m.classes}, {models[0].path} has {classes}")
+        self.models = list(models)
+        self.classes = classes
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.params = params or DetectionParams.from_model(models[0])
+        self.extractors: dict[tuple, FeatureExtractor] = {}
+        for m in self.models:
+            key = feature_key(m.config)
+            if key not in self.extractors:
+                self.extractors[key] = build_extractor(m.config, self.device)
+        self._proposer = proposer
+
+    @property
+    def proposer(self) -> Proposer:
+        if self._proposer is None:
+            self._proposer = proposer_for(self.models[0].config.get("proposals", {}))
+        return self._proposer
+
+    def conv_maps(self, image_bgr: np.ndarray) -> dict[tuple, FeatureMaps]:
+        return {key: ex.conv_maps(image_bgr) for key, ex in self.extractors.items()}
+
+    def detect(self, image_bgr: np.ndarray, image_id: str = "", proposals: np.ndarray | None = None,
+               maps: dict[tuple, FeatureMaps] | None = None) -> Detections:
+        """Detections of one BGR image (proposals and conv maps are computed when not given)."""
+        hw = (int(image_bgr.shape[0]), int(image_bgr.shape[1])) if image_bgr is not None else None
+        if proposals is None:
+            proposals = self.proposer(image_bgr)
+        if maps is None:
+            maps = self.conv_maps(image_bgr)
+        if hw is None:
+            hw = next(iter(maps.values())).image_hw
+        return self.detect_windows(np.asarray(proposals, np.float64).reshape(-1, 4), maps, hw, image_id)
+
+    def detect_windows(self, windows: np.ndarray, maps: dict[tuple, FeatureMaps],
+                       image_hw: tuple[int, int], image_id: str = "") -> Detections:
+        """Score, regress and suppress ``windows`` (N, 4) given every model's conv maps."""
+        if len(windows) == 0:
+            return Detections.empty(image_id)
+        all_boxes, all_scores = [], []
+        pooled_by_key: dict[tuple, np.ndarray] = {}
+        for model in self.models:
+            key = feature_key(model.config)
+            if key not in pooled_by_key:
+                pooled_by_key[key] = self.extractors[key].pool(maps[key], windows).cpu().numpy()
+            pooled = pooled_by_key[key]
+            all_scores.append(model.score(pooled))
+            all_boxes.append(model.regress(pooled, windows, None))
+        boxes, scores, labels = nms_per_class(np.concatenate(all_boxes), np.concatenate(all_scores),
+                                              self.params, image_hw)
+        return Detections(image_id, boxes, scores, labels)
+
+
+def proposer_for(proposals_config: dict[str, Any], method: str | None = None) -> Proposer:
+    """The proposal method a model was trained with (or ``method``), as image -> boxes."""
+    from proposals import make_method
+
+    name = method or proposals_config.get("method") or "ss-fast"
+    params = dict(proposals_config.get("params", {})) if method is None else {}
+    return make_method(name, **params)
+
+
+def load_models(model_dirs: Sequence[str | os.PathLike], device: str | torch.device = "cpu"
+                ) -> list[DetectorModel]:
+    """Load model directories, with a clear error for a missing or incompatible one."""
+    models = []
+    for d in model_dirs:
+        if not Path(d).is_dir():
+            raise ModelFormatError(f"{d}: model directory not found")
+        models.append(load_model(d, device))
+    return models
+
+
+def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], dataset: Any,
+                   proposals_dir: str | os.PathLike | None = None,
+                   features_dir: str | os.PathLike | None = None,
+                   device: str | None = None, progress: bool = True,
+                   **param_overrides: Any) -> Iterator[Detections]:
+    """Detections for every image of ``dataset``, reusing proposal and feature caches if given."""
+    from tqdm import tqdm
+
+    dirs = [model_dir] if isinstance(model_dir, (str, os.PathLike)) else list(model_dir)
+    models = load_models(dirs)
+    params = DetectionParams.from_model(models[0], **param_overrides)
+    detector = Detector(models, device, params)
+    proposal_cache = feature_cache = None
+    if proposals_dir is not None:
+        from proposals.cache import ProposalCache
+
+        proposal_cache = ProposalCache(proposals_dir)
+    if features_dir is not None:
+        from sppdet.features.cache import FeatureCache
+
+        feature_cache = FeatureCache(features_dir)
+        if len(detector.extractors) != 1:
+            raise SppdetError("--features works with one feature configuration; "
+                              "combined models with different backbones compute their own maps")
+        key = next(iter(detector.extractors))
+        feature_cache.check({**feature_cache.config,
+                             **{k: models[0].config[k] for k in ("backbone", "weights", "scales", "max_size")
+                                if k in models[0].config}})
+    for image_id in tqdm(dataset.ids, desc="detect", unit="img", disable=not progress):
+        image = None
+        if proposal_cache is not None and proposal_cache.has(image_id):
+            windows = proposal_cache.load(image_id)
+        else:
+            image = dataset.load_image(image_id)
+            windows = detector.proposer(image)
+        if feature_cache is not None and feature_cache.has(image_id):
+            maps = {key: feature_cache.load_maps(image_id, detector.device)}
+            hw = maps[key].image_hw
+        else:
+            image = dataset.load_image(image_id) if image is None else image
+            maps = detector.conv_maps(image)
+            hw = image.shape[:2]
+        yield detector.detect_windows(np.asarray(windows, np.float64).reshape(-1, 4), maps,
+                                      (int(hw[0]), int(hw[1])), image_id)
