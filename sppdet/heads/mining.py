@@ -106,6 +106,7 @@ class HardNegativeMiner:
         self.b[~self.trainable] = -np.inf
         self.caches = [NegativeCache(dim, np.dtype(cache_dtype)) for _ in positives]
         self.stats = [ClassStats(positives=len(p)) for p in positives]
+        self._just_retrained: list[int] = []
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """(N, C) current SVM scores of features ``x`` (N, D)."""
@@ -125,9 +126,11 @@ class HardNegativeMiner:
             cand &= ~np.asarray(is_gt, bool)[:, None]
         cand &= self.trainable[None, :]
         if not cand.any():
+            self._just_retrained = []
             return []
         hard = cand & (self.scores(x) > m.hard_thresh)
-        retrained = []
+        retrained: list[int] = []
+        self._just_retrained = retrained
         for c in np.flatnonzero(hard.any(axis=0)):
             rows = np.flatnonzero(hard[:, c])
             keys = np.stack([np.full(len(rows), image_index, np.int64), rows.astype(np.int64)], 1)
@@ -165,9 +168,13 @@ class HardNegativeMiner:
         st.negatives_kept = len(cache)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """Final retrain of every trainable class; returns (W (C, D) float32, b (C,) float32)."""
+        """Final retrain of every trainable class; returns (W (C, D) float32, b (C,) float32).
+
+        As in the reference, each class is retrained once at the last image: a class that
+        the last ``observe`` call has just retrained is not retrained again.
+        """
         for c in range(self.num_classes):
-            if self.trainable[c]:
+            if self.trainable[c] and c not in self._just_retrained:
                 self.retrain(c)
             if self.stats[c].retrains == 0:  # no positives or no negatives: never fires
                 self.W[c], self.b[c] = 0.0, -np.inf

@@ -36,6 +36,9 @@ FC_FILE = "fc.pt"
 FINETUNE_FILE = "finetune.json"
 HEADS = ("pool", "fc7")
 
+# Feature settings copied to the top level of config.json from the feature cache manifest.
+FEATURE_KEYS = ("backbone", "weights", "layer", "scales", "levels", "max_size", "stride")
+
 # Test-time defaults of the official SPP-net code.
 TEST_DEFAULTS = {"nms_iou": 0.3, "score_threshold": -1.5, "max_per_image": 100}
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from sppdet.heads.bbox_regression import BoxRegParams, BoxRegressor, fit_box_regressor
 from sppdet.heads.fc_head import FcHead
 from sppdet.heads.mining import HardNegativeMiner, MiningParams
+from sppdet.heads.model_dir import FEATURE_KEYS, TEST_DEFAULTS, DetectorModel
 from sppdet.heads.reservoir import Reservoir
 from sppdet.heads.scaling import TARGET_NORM, estimate_scale
 from sppdet.heads.sources import FeatureSource, TrainingImage, best_gt, class_overlaps
@@ -60,6 +61,28 @@ class TrainedHeads:
     fc7_scale: float | None
     bbox: BoxRegressor | None
     summary: dict
+
+    def to_model(self, classes: Sequence[str], *, fc: FcHead | None = None,
+                 features: dict[str, Any] | None = None, proposals: dict[str, Any] | None = None,
+                 finetune: dict[str, Any] | None = None) -> DetectorModel:
+        """A ``DetectorModel`` with its config: feature and proposal settings (the caches'
+        manifests), head, classes, scales, test-time defaults and the training summary."""
+        features = dict(features or {})
+        config: dict[str, Any] = {
+            "head": "pool" if fc is None else "fc7",
+            "classes": list(classes),
+            "feature_scale": self.feature_scale,
+            "fc7_scale": self.fc7_scale,
+            # The settings detection must reproduce, copied from the feature cache manifest.
+            **{k: features[k] for k in FEATURE_KEYS if k in features},
+            "features": features,
+            "proposals": dict(proposals or {}),
+            "test": dict(TEST_DEFAULTS),
+            "training": self.summary,
+        }
+        if finetune is not None:
+            config["finetune"] = finetune
+        return DetectorModel(config, self.svm_W, self.svm_b, self.bbox, fc)
 
 
 def _progress(enabled: bool) -> Callable:
@@ -155,6 +178,7 @@ def train_heads(images: Sequence[TrainingImage], source: FeatureSource, classes:
         ti = images[i]
         windows = ti.windows()
         if len(windows) == 0:
+            miner.observe(i, np.zeros((0, dim), np.float32), np.zeros((0, C)))
             continue
         pooled = source.pooled(ti.image_id, windows)
         x_scaled = feats.scaled(pooled)
