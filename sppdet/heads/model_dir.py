@@ -219,3 +219,28 @@ def check_same_features(expected: dict[str, Any], found: dict[str, Any], where: 
     if diff:
         details = ", ".join(f"{k}: {expected.get(k)!r} vs {found.get(k)!r}" for k in diff)
         raise ConfigMismatchError(f"{where}: made with other features ({details})")
+
+
+def save_finetuned(path: str | Path, fc: FcHead, info: dict[str, Any]) -> None:
+    """Write fine-tuned fc layers (``fc.pt``) and their record (``finetune.json``: feature
+    scale, classes, feature settings, parameters, summary) into model directory ``path``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_fc(path / FC_FILE, fc)
+    save_json(path / FINETUNE_FILE, {**info, "format_version": FORMAT_VERSION})
+
+
+def load_finetune_info(path: str | Path, classes: Any, features: dict[str, Any]) -> dict[str, Any]:
+    """Read ``finetune.json`` and check it matches the classes and the feature cache."""
+    path = Path(path)
+    if not (path / FINETUNE_FILE).is_file():
+        raise ModelFormatError(f"{path / FINETUNE_FILE}: missing; run `sppdet finetune --out {path}` "
+                               f"first, or pass --finetuned DIR")
+    info = read_config(path, FINETUNE_FILE)
+    if list(info.get("classes", [])) != list(classes):
+        raise ConfigMismatchError(f"{path / FINETUNE_FILE}: fine-tuned for classes "
+                                  f"{info.get('classes')}, not {list(classes)}")
+    check_same_features(dict(info.get("features", {})), dict(features), str(path / FINETUNE_FILE))
+    if not isinstance(info.get("feature_scale"), (int, float)):
+        raise ModelFormatError(f"{path / FINETUNE_FILE}: no feature_scale")
+    return info

@@ -8,11 +8,14 @@ protocols here, so the trainers run on the real caches and on synthetic sources 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Protocol, Sequence, overload
 
 import numpy as np
 
 from sppdet.boxes import box_iou
+from sppdet.errors import ConfigMismatchError, DataError
+from sppdet.fileio import load_json
 
 
 class FeatureSource(Protocol):
@@ -118,3 +121,54 @@ def best_gt(boxes: np.ndarray, gt_boxes: np.ndarray) -> tuple[np.ndarray, np.nda
     iou = box_iou(boxes, gt_boxes)
     arg = iou.argmax(axis=1)
     return iou[np.arange(len(boxes)), arg], arg.astype(np.int64)
+
+
+@dataclass
+class OpenCaches:
+    """The two caches head training reads, and their recorded settings."""
+
+    features: FeatureSource
+    proposals: ProposalSource
+    features_manifest: dict
+    proposals_meta: dict
+
+
+def _proposals_dir_from_manifest(manifest: dict) -> str | None:
+    for key in ("proposals_dir", "proposal_dir"):
+        if isinstance(manifest.get(key), str):
+            return manifest[key]
+    block = manifest.get("proposals")
+    if isinstance(block, dict) and isinstance(block.get("dir"), str):
+        return block["dir"]
+    return None
+
+
+def open_caches(features_dir: str | Path, proposals_dir: str | Path | None = None) -> OpenCaches:
+    """Open the conv-feature cache and the proposal cache (the one the feature cache
+    records when ``proposals_dir`` is None); check they agree on the proposal method."""
+    from proposals.cache import ProposalCache  # imported late: the caches are optional here
+    from sppdet.features.cache import FeatureCache
+
+    features = FeatureCache(features_dir)
+    manifest = dict(getattr(features, "manifest", {}) or {})
+    if proposals_dir is None:
+        recorded = _proposals_dir_from_manifest(manifest)
+        if recorded is None:
+            raise DataError(f"{features_dir}: the feature cache records no proposal folder; "
+                            f"pass --proposals DIR")
+        proposals_dir = recorded
+    meta_path = Path(proposals_dir) / "meta.json"
+    if not meta_path.is_file():
+        raise DataError(f"{meta_path}: missing, {proposals_dir} is not a proposal cache")
+    try:
+        meta = load_json(meta_path)
+    except ValueError as e:
+        raise DataError(f"{meta_path}: not valid JSON ({e})") from None
+    recorded_method = manifest.get("proposal_method")
+    if recorded_method is None and isinstance(manifest.get("proposals"), dict):
+        recorded_method = manifest["proposals"].get("method")
+    if recorded_method is not None and meta.get("method") not in (None, recorded_method):
+        raise ConfigMismatchError(
+            f"{proposals_dir}: proposals made by {meta.get('method')!r}, but the feature cache "
+            f"{features_dir} was built for {recorded_method!r} proposals")
+    return OpenCaches(features, ProposalCache(proposals_dir), manifest, dict(meta))

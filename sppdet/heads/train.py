@@ -244,3 +244,27 @@ def train_heads(images: Sequence[TrainingImage], source: FeatureSource, classes:
     }
     return TrainedHeads(W, b, float(feature_scale), None if fc7_scale is None else float(fc7_scale),
                         bbox, summary)
+
+
+def summary_table(summary: dict) -> str:
+    """A per-class table and a totals line of a ``train_heads`` summary."""
+    rows = summary["per_class"]
+    width = max([5] + [len(n) for n in rows])
+    cols = ("positives", "negatives_kept", "negatives_added", "negatives_evicted", "retrains", "fit_seconds")
+    head = ["pos", "neg kept", "neg added", "evicted", "rounds", "fit s"]
+    has_bbox = any("bbox_windows" in r for r in rows.values())
+    if has_bbox:
+        cols, head = cols + ("bbox_windows",), head + ["bbox win"]
+    lines = [f"{'class':<{width}}  " + "  ".join(f"{h:>9}" for h in head)]
+    for name, r in rows.items():
+        cells = [f"{r[c]:>9.1f}" if isinstance(r[c], float) else f"{r[c]:>9}" for c in cols]
+        flag = "" if r["trained"] else "  (untrained: no positives or negatives)"
+        lines.append(f"{name:<{width}}  " + "  ".join(cells) + flag)
+    sec = summary["seconds"]
+    lines.append(
+        f"{summary['images']} images, {summary['positives']} positives, "
+        f"{summary['negatives_kept']} negatives kept, {summary['mining_rounds']} mining rounds "
+        f"({summary['not_converged']} not converged), feature dim {summary['feature_dim']}, "
+        f"{sec['total_s']:.0f} s (positives {sec['positives_s']:.0f}, mining {sec['mining_s']:.0f}"
+        + (f", box regression {sec['bbox_s']:.0f}" if "bbox_s" in sec else "") + ")")
+    return "\n".join(lines)
