@@ -10,6 +10,8 @@ import click
 from sppdet.cli.options import dataset_options, device_option
 from sppdet.data import VOCDataset
 
+CHECKPOINT_DIR = ".train-svm-checkpoint"
+
 
 def resolve_device(device: str | None) -> str:
     import torch
@@ -64,6 +66,8 @@ def resolve_device(device: str | None) -> str:
               help="Box regression windows: IoU with a ground-truth box at least this.")
 @click.option("--bbox-max-per-class", default=5000, show_default=True,
               help="Seeded sample of at most N box regression windows per class (0: all).")
+@click.option("--checkpoint-every", default=200, show_default=True,
+              help="Save a resumable checkpoint every N images of the mining pass.")
 @click.option("--seed", default=0, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -73,9 +77,12 @@ def train_svm(dataset: VOCDataset, features_dir: Path, proposals_dir: Path | Non
               evict_thresh: float, retrain_every: int, max_negatives: int, gt_negatives: bool,
               use_difficult: bool, max_positives: int, target_norm: float, norm_images: int,
               norm_windows: int, bbox_reg: bool, bbox_lambda: float, bbox_min_iou: float,
-              bbox_max_per_class: int, seed: int, device: str | None, quiet: bool) -> None:
+              bbox_max_per_class: int, checkpoint_every: int, seed: int, device: str | None, quiet: bool) -> None:
     """Train one linear SVM per class (liblinear, hard-negative mining, one pass) and box
-    regressors from cached conv features; write the model folder."""
+    regressors from cached conv features; write the model folder.
+
+    An interrupted run resumes when the same command is run again (checkpoints in
+    OUT/.train-svm-checkpoint, removed at the end)."""
     from sppdet.heads.bbox_regression import BoxRegParams
     from sppdet.heads.mining import MiningParams
     from sppdet.heads.model_dir import FC_FILE, load_fc, load_finetune_info, save_model, copy_fc
@@ -105,7 +112,11 @@ def train_svm(dataset: VOCDataset, features_dir: Path, proposals_dir: Path | Non
     images = DatasetImages(dataset, caches.proposals)
     click.echo(f"{dataset.name}: {len(images)} images, {len(dataset.classes)} classes, head {head}")
     heads = train_heads(images, caches.features, dataset.classes, params, fc=fc,
-                        feature_scale=feature_scale, progress=not quiet)
+                        feature_scale=feature_scale, progress=not quiet,
+                        checkpoint_dir=out_dir / CHECKPOINT_DIR, checkpoint_every=checkpoint_every,
+                        fingerprint_extra={"features": caches.features_manifest,
+                                           "proposals": caches.proposals_meta,
+                                           "dataset": dataset.name})
     model = heads.to_model(dataset.classes, fc=None if fc is None else fc.cpu(),
                            features=caches.features_manifest, proposals=caches.proposals_meta,
                            finetune=finetune_info)

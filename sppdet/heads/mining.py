@@ -16,6 +16,7 @@ code has no such cap, so it only matters when eviction cannot keep up.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -179,3 +180,28 @@ class HardNegativeMiner:
             if self.stats[c].retrains == 0:  # no positives or no negatives: never fires
                 self.W[c], self.b[c] = 0.0, -np.inf
         return self.W.copy(), self.b.astype(np.float32)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that, with the cached negatives' features, restore the miner (checkpoints).
+
+        Features are not included: ``keys_<c>`` (image index, window row) name them.
+        """
+        out: dict[str, np.ndarray] = {"W": self.W, "b": self.b,
+                                      "num_added": np.array([c.num_added for c in self.caches]),
+                                      "stats": np.array(json.dumps([s.__dict__ for s in self.stats]))}
+        for c, cache in enumerate(self.caches):
+            cache.consolidate()
+            out[f"keys_{c}"] = cache.keys
+        return out
+
+    def restore(self, state: dict[str, np.ndarray], feats: list[np.ndarray]) -> None:
+        """Undo ``state()``: ``feats[c]`` are class c's cached features in ``keys_<c>`` order."""
+        self.W = np.array(state["W"], np.float32)
+        self.b = np.array(state["b"], np.float64)
+        for c, cache in enumerate(self.caches):
+            cache.feats = np.asarray(feats[c]).astype(cache.dtype, copy=False)
+            cache.keys = np.asarray(state[f"keys_{c}"], np.int64).reshape(-1, 2)
+            cache._pending = []
+            cache.num_added = int(state["num_added"][c])
+        self.stats = [ClassStats(**d) for d in json.loads(str(state["stats"]))]
+        self._just_retrained = []

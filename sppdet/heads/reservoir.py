@@ -94,3 +94,15 @@ class Reservoir:
             ch = self._extra_chunks[k]
             extras[k] = np.concatenate(ch) if ch else np.zeros((0, *shape), dt)
         return rows, extras
+
+    def restore(self, rows: np.ndarray, extras: dict[str, np.ndarray], seen: int) -> None:
+        """Reset to a saved sample (``arrays()`` output and the ``seen`` count)."""
+        self.seen = int(seen)
+        rows = np.asarray(rows).astype(self._dtype, copy=False)
+        if self.capacity is not None and self.seen > self.capacity:
+            self._full, self._full_extras = rows, {k: np.asarray(extras[k]) for k in self._extras_spec}
+            self._chunks, self._extra_chunks = [], {k: [] for k in self._extras_spec}
+        else:
+            self._full, self._full_extras = None, {}
+            self._chunks = [rows] if len(rows) else []
+            self._extra_chunks = {k: ([np.asarray(extras[k])] if len(rows) else []) for k in self._extras_spec}

@@ -102,3 +102,47 @@ def test_difficult_positives_option_and_missing_class():
     assert heads.summary["positives"] == sum(ti.num_gt for ti in images) - n_difficult
     assert heads.summary["untrained_classes"] == ["d"]
     assert heads.svm_b[3] == -np.inf and heads.bbox is None
+
+
+class InterruptingSource(SyntheticSource):
+    """Raises KeyboardInterrupt the first time it pools image ``at`` in the mining pass."""
+
+    def __init__(self, *args, at: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.at, self.fired = at, False
+
+    def pooled(self, image_id, boxes):
+        ti = self.by_id[image_id]
+        if image_id == self.at and not self.fired and len(boxes) == ti.num_gt + len(ti.proposals):
+            self.fired = True
+            raise KeyboardInterrupt
+        return super().pooled(image_id, boxes)
+
+
+def test_interrupted_run_resumes_to_the_same_result(trained, tmp_path):
+    images, _, heads = trained
+    ckpt = tmp_path / "ckpt"
+    src = InterruptingSource(images, 3, at=images[27].image_id)
+    with pytest.raises(KeyboardInterrupt):
+        train_heads(images, src, CLASSES, PARAMS, progress=False, checkpoint_dir=ckpt, checkpoint_every=10)
+    assert (ckpt / "positives.npz").is_file() and (ckpt / "mining.npz").is_file()
+    src2 = SyntheticSource(images, 3)
+    resumed = train_heads(images, src2, CLASSES, PARAMS, progress=False, checkpoint_dir=ckpt,
+                          checkpoint_every=10)
+    assert resumed.summary["resumed_at_image"] == 20
+    # Pass 1 was not repeated: images before 20 were only re-pooled for cached windows.
+    assert all(src2.calls.get(ti.image_id, 0) <= 1 for ti in images[:20])
+    assert all(src2.calls[ti.image_id] == 1 for ti in images[20:])
+    np.testing.assert_array_equal(resumed.svm_W, heads.svm_W)
+    np.testing.assert_array_equal(resumed.svm_b, heads.svm_b)
+    np.testing.assert_array_equal(resumed.bbox.W, heads.bbox.W)
+    for c in CLASSES:  # the same mining history (timings aside)
+        a, b = resumed.summary["per_class"][c], heads.summary["per_class"][c]
+        assert {k: v for k, v in a.items() if k != "fit_seconds"} == {k: v for k, v in b.items() if k != "fit_seconds"}
+    assert not ckpt.exists()  # removed after success
+    # A checkpoint of other settings is refused.
+    with pytest.raises(KeyboardInterrupt):
+        train_heads(images, InterruptingSource(images, 3, at=images[27].image_id), CLASSES, PARAMS,
+                    progress=False, checkpoint_dir=ckpt, checkpoint_every=10)
+    with pytest.raises(Exception, match="other settings"):
+        train_heads(images, src2, CLASSES, TrainParams(seed=1), progress=False, checkpoint_dir=ckpt)
