@@ -23,11 +23,15 @@ CHECKPOINT = "finetune.ckpt.pt"
               help="Model folder: fc.pt and finetune.json are written here.")
 @click.option("--hidden", default=1024, show_default=True, help="Width of fc6 and fc7 (paper: 4096).")
 @click.option("--dropout", default=0.5, show_default=True)
-@click.option("--iterations", default=6000, show_default=True, help="Mini-batches in total.")
+@click.option("--iterations", default=4000, show_default=True, help="Mini-batches in total.")
 @click.option("--lr", default=0.01, show_default=True, help="Initial learning rate (SGD).")
-@click.option("--lr-step", default=4500, show_default=True, help="Iteration where the rate drops 10x.")
+@click.option("--lr-step", default=3000, show_default=True, help="Iteration where the rate drops 10x.")
 @click.option("--momentum", default=0.9, show_default=True)
 @click.option("--weight-decay", default=5e-4, show_default=True)
+@click.option("--standardise/--no-standardise", default=True, show_default=True,
+              help="Train on per-dimension standardised inputs (folded into fc6 afterwards).")
+@click.option("--init-std", type=float, default=None,
+              help="Gaussian init of the new layers with this std (default: PyTorch's init).")
 @click.option("--batch-size", default=128, show_default=True)
 @click.option("--fg-fraction", default=0.25, show_default=True, help="Foreground share of a mini-batch.")
 @click.option("--fg-iou", default=0.5, show_default=True, help="Foreground: IoU >= this with a box.")
@@ -48,7 +52,7 @@ CHECKPOINT = "finetune.ckpt.pt"
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path | None, out_dir: Path,
              hidden: int, dropout: float, iterations: int, lr: float, lr_step: int, momentum: float,
-             weight_decay: float, batch_size: int, fg_fraction: float, fg_iou: float,
+             weight_decay: float, standardise: bool, init_std: float | None, batch_size: int, fg_fraction: float, fg_iou: float,
              bg_iou_low: float, fg_per_image: int, bg_per_image: int, target_norm: float,
              norm_images: int, norm_windows: int, checkpoint_every: int, seed: int,
              device: str | None, quiet: bool) -> None:
@@ -65,7 +69,8 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path | None
     params = FinetuneParams(hidden=hidden, dropout=dropout, fg_iou=fg_iou, bg_iou_low=bg_iou_low,
                             fg_fraction=fg_fraction, batch_size=batch_size, fg_per_image=fg_per_image,
                             bg_per_image=bg_per_image, iterations=iterations, lr=lr, lr_step=lr_step,
-                            momentum=momentum, weight_decay=weight_decay, seed=seed)
+                            momentum=momentum, weight_decay=weight_decay, standardise=standardise,
+                            init_std=init_std, seed=seed)
     caches = open_caches(features_dir, proposals_dir)
     images = DatasetImages(dataset, caches.proposals)
     click.echo(f"{dataset.name}: {len(images)} images, {len(dataset.classes)} classes")

@@ -17,16 +17,21 @@ from torch import nn
 class FcHead(nn.Module):
     """fc6 -> ReLU -> dropout -> fc7 -> ReLU -> dropout -> cls (num_classes + 1)."""
 
-    def __init__(self, in_dim: int, hidden: int, num_classes: int, dropout: float = 0.5) -> None:
+    def __init__(self, in_dim: int, hidden: int, num_classes: int, dropout: float = 0.5,
+                 init_std: float | None = None) -> None:
+        """``init_std``: Gaussian weights of that std and zero biases (Caffe's filler for new
+        layers); None keeps PyTorch's default (Kaiming-uniform) initialisation."""
         super().__init__()
         self.in_dim, self.hidden, self.num_classes, self.dropout = in_dim, hidden, num_classes, dropout
+        self.init_std = init_std
         self.fc6 = nn.Linear(in_dim, hidden)
         self.fc7 = nn.Linear(hidden, hidden)
         self.cls = nn.Linear(hidden, num_classes + 1)
         self.drop = nn.Dropout(dropout)
-        for layer, std in ((self.fc6, 0.01), (self.fc7, 0.01), (self.cls, 0.01)):
-            nn.init.normal_(layer.weight, std=std)  # Caffe's gaussian filler for new fc layers
-            nn.init.zeros_(layer.bias)
+        if init_std is not None:
+            for layer in (self.fc6, self.fc7, self.cls):
+                nn.init.normal_(layer.weight, std=init_std)
+                nn.init.zeros_(layer.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """fc7 activations (post-ReLU); dropout follows ``self.training``."""
@@ -38,7 +43,15 @@ class FcHead(nn.Module):
 
     def config(self) -> dict[str, Any]:
         return {"in_dim": self.in_dim, "hidden": self.hidden, "num_classes": self.num_classes,
-                "dropout": self.dropout}
+                "dropout": self.dropout, "init_std": self.init_std}
+
+    @torch.no_grad()
+    def fold_input_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Make fc6 take raw inputs x where it was trained on (x - mean) / std:
+        W' = W / std (per input), b' = b - W' @ mean."""
+        w = self.fc6.weight / std.to(self.fc6.weight)[None, :]
+        self.fc6.bias -= w @ mean.to(w)
+        self.fc6.weight.copy_(w)
 
     @torch.no_grad()
     def fc7_numpy(self, x: np.ndarray, batch: int = 4096) -> np.ndarray:

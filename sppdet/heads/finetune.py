@@ -7,6 +7,12 @@ visited once: a seeded sample of its windows (by default up to 16 foreground and
 background) is pooled, scaled and kept in memory as float16 (``WindowPool``); training
 then draws mini-batches from that pool. Batches are a pure function of (seed, iteration),
 so a run resumed from a checkpoint continues exactly as an uninterrupted one.
+
+Unlike SPP-net, whose fc6/fc7 started from ImageNet-trained layers, these layers start from
+scratch on pooled features whose common mean dominates their norm; plain SGD then learns
+very slowly. By default the inputs are standardised per dimension (mean and deviation of
+the pool) during training, and the standardisation is folded into fc6 afterwards, so the
+saved layers take scaled pooled features like the SVMs (``standardise=False`` to turn off).
 """
 
 from __future__ import annotations
@@ -41,11 +47,13 @@ class FinetuneParams:
     batch_size: int = 128
     fg_per_image: int = 16
     bg_per_image: int = 48
-    iterations: int = 6000
+    iterations: int = 4000
     lr: float = 0.01
-    lr_step: int = 4500  # lr drops 10x here
+    lr_step: int = 3000  # lr drops 10x here
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    standardise: bool = True
+    init_std: float | None = None
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -138,6 +146,21 @@ def batch_indices(pool: WindowPool, params: FinetuneParams, iteration: int,
                            bg_rows[bg_s.take(iteration * n_bg, n_bg)]])
 
 
+def input_moments(x: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation of the pool (float64 sums, in chunks);
+    tiny deviations are floored at 1e-3 x the median one."""
+    s = np.zeros(x.shape[1])
+    ss = np.zeros(x.shape[1])
+    for i in range(0, len(x), chunk):
+        part = x[i:i + chunk].astype(np.float64)
+        s += part.sum(0)
+        ss += (part * part).sum(0)
+    mean = s / len(x)
+    std = np.sqrt(np.maximum(ss / len(x) - mean * mean, 0))
+    std = np.maximum(std, 1e-3 * np.median(std) + 1e-12)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
 def _lr_at(params: FinetuneParams, iteration: int) -> float:
     return params.lr * (0.1 if iteration >= params.lr_step else 1.0)
 
@@ -153,7 +176,10 @@ def train_fc(pool: WindowPool, num_classes: int, params: FinetuneParams = Finetu
     """
     device = torch.device(device)
     torch.manual_seed(params.seed)
-    fc = FcHead(pool.x.shape[1], params.hidden, num_classes, params.dropout).to(device)
+    fc = FcHead(pool.x.shape[1], params.hidden, num_classes, params.dropout, params.init_std).to(device)
+    if params.standardise:  # trained on standardised inputs, folded into fc6 at the end
+        mean_np, std_np = input_moments(pool.x)
+        mean, std = torch.from_numpy(mean_np).to(device), torch.from_numpy(std_np).to(device)
     opt = torch.optim.SGD(fc.parameters(), lr=params.lr, momentum=params.momentum,
                           weight_decay=params.weight_decay)
     start, losses = 0, []
@@ -193,6 +219,8 @@ def train_fc(pool: WindowPool, num_classes: int, params: FinetuneParams = Finetu
             g["lr"] = _lr_at(params, t)
         rows = batch_indices(pool, params, t, streams)
         x = torch.from_numpy(pool.x[rows].astype(np.float32)).to(device)
+        if params.standardise:
+            x = (x - mean) / std
         y = torch.from_numpy(pool.labels[rows]).to(device)
         loss = loss_fn(fc(x), y)
         opt.zero_grad(set_to_none=True)
@@ -209,6 +237,8 @@ def train_fc(pool: WindowPool, num_classes: int, params: FinetuneParams = Finetu
     seconds = time.perf_counter() - t0
     if end < params.iterations:
         save_checkpoint(end)
+    if params.standardise:
+        fc.fold_input_standardisation(mean, std)
     fc = fc.cpu().eval()
     summary = {"iterations_run": end - start, "iterations": end, "seconds": round(seconds, 2),
                "loss_every_100": losses, "pool_windows": int(len(pool.labels)),

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from sppdet.boxes import box_iou
-from sppdet.heads.finetune import (FinetuneParams, batch_indices, build_window_pool,
+from sppdet.heads.fc_head import FcHead
+from sppdet.heads.finetune import (FinetuneParams, batch_indices, build_window_pool, input_moments,
                                    sample_image_windows, train_fc)
 from sppdet.heads.mining import MiningParams
 from sppdet.heads.scaling import estimate_scale
@@ -86,3 +87,27 @@ def test_svms_on_fc7_features(data):
     assert hits / total > 0.9
     with pytest.raises(ValueError):
         train_heads(images, source, ["a", "b", "c"], p, fc=fc, progress=False)
+
+
+def test_folding_the_input_standardisation_into_fc6():
+    """fc6 on raw inputs after folding == fc6 on standardised inputs before (brute force)."""
+    torch.manual_seed(0)
+    fc = FcHead(12, 8, 3).eval()
+    x = torch.rand(20, 12) * 5 + 3
+    mean, std = x.mean(0), x.std(0) + 0.1
+    with torch.no_grad():
+        before = fc((x - mean) / std)
+    fc.fold_input_standardisation(mean, std)
+    with torch.no_grad():
+        after = fc(x)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_input_moments_match_numpy():
+    rng = np.random.default_rng(0)
+    x = (rng.normal(2, 3, (1000, 5)) * [1, 1, 1, 1, 0]).astype(np.float16)
+    mean, std = input_moments(x, chunk=128)
+    xf = x.astype(np.float64)
+    np.testing.assert_allclose(mean, xf.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std[:4], xf.std(0)[:4], rtol=1e-4)
+    assert std[4] > 0  # a constant dimension gets a floor, not a division by zero
