@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -168,13 +169,14 @@ class HardNegativeMiner:
         cache.keep(keep)
         st.negatives_kept = len(cache)
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+    def finish(self, progress: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Final retrain of every trainable class; returns (W (C, D) float32, b (C,) float32).
 
         As in the reference, each class is retrained once at the last image: a class that
         the last ``observe`` call has just retrained is not retrained again.
         """
-        for c in range(self.num_classes):
+        classes = range(self.num_classes) if progress is None else progress(range(self.num_classes))
+        for c in classes:
             if self.trainable[c] and c not in self._just_retrained:
                 self.retrain(c)
             if self.stats[c].retrains == 0:  # no positives or no negatives: never fires

@@ -56,7 +56,7 @@ class TrainParams:
 
 @dataclass
 class TrainedHeads:
-    """What training produced; ``ModelDir`` stores it."""
+    """What training produced; ``to_model`` and ``save_model`` make a model directory of it."""
 
     svm_W: np.ndarray  # (C, D_svm) float32
     svm_b: np.ndarray  # (C,) float32
@@ -298,9 +298,7 @@ def train_heads(images: Sequence[TrainingImage], source: FeatureSource, classes:
         if ckpt is not None and (i + 1) % checkpoint_every == 0 and i + 1 < len(images):
             ckpt.save(MINING_FILE, {"next_image": np.array(i + 1), **miner.state(),
                                     **(sampler.state() if sampler is not None else {})})
-    if progress:
-        tqdm.write("final SVM retrain, one class at a time")
-    W, b = miner.finish()
+    W, b = miner.finish((lambda it: tqdm(it, desc="final SVMs", unit="class")) if progress else None)
     timing["mining_s"] = time.perf_counter() - t0
 
     bbox = None
