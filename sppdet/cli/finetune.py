@@ -17,8 +17,8 @@ CHECKPOINT = "finetune.ckpt.pt"
 @dataset_options
 @click.option("--features", "features_dir", required=True, type=click.Path(path_type=Path),
               help="Conv-feature cache (sppdet features).")
-@click.option("--proposals", "proposals_dir", type=click.Path(path_type=Path), default=None,
-              help="Proposal cache (default: the one the feature cache records).")
+@click.option("--proposals", "proposals_dir", required=True, type=click.Path(path_type=Path),
+              help="Proposal cache (the one the feature cache was extracted for).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Model folder: fc.pt and finetune.json are written here.")
 @click.option("--hidden", default=1024, show_default=True, help="Width of fc6 and fc7 (paper: 4096).")
@@ -50,7 +50,7 @@ CHECKPOINT = "finetune.ckpt.pt"
 @click.option("--seed", default=0, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path | None, out_dir: Path,
+def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_dir: Path,
              hidden: int, dropout: float, iterations: int, lr: float, lr_step: int, momentum: float,
              weight_decay: float, standardise: bool, init_std: float | None, batch_size: int, fg_fraction: float, fg_iou: float,
              bg_iou_low: float, fg_per_image: int, bg_per_image: int, target_norm: float,

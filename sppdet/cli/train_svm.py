@@ -23,8 +23,8 @@ def resolve_device(device: str | None) -> str:
 @dataset_options
 @click.option("--features", "features_dir", required=True, type=click.Path(path_type=Path),
               help="Conv-feature cache (sppdet features).")
-@click.option("--proposals", "proposals_dir", type=click.Path(path_type=Path), default=None,
-              help="Proposal cache (default: the one the feature cache records).")
+@click.option("--proposals", "proposals_dir", required=True, type=click.Path(path_type=Path),
+              help="Proposal cache (the one the feature cache was extracted for).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Model folder to write (config.json, heads.npz).")
 @click.option("--head", type=click.Choice(["pool", "fc7"]), default="pool", show_default=True,
@@ -71,7 +71,7 @@ def resolve_device(device: str | None) -> str:
 @click.option("--seed", default=0, show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train_svm(dataset: VOCDataset, features_dir: Path, proposals_dir: Path | None, out_dir: Path,
+def train_svm(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_dir: Path,
               head: str, finetuned_dir: Path | None, svm_c: float, pos_weight: float, bias_mult: float,
               svm_tol: float, svm_max_iter: int, neg_iou: float, hard_thresh: float,
               evict_thresh: float, retrain_every: int, max_negatives: int, gt_negatives: bool,

@@ -37,7 +37,8 @@ FINETUNE_FILE = "finetune.json"
 HEADS = ("pool", "fc7")
 
 # Feature settings copied to the top level of config.json from the feature cache manifest.
-FEATURE_KEYS = ("backbone", "weights", "layer", "scales", "levels", "max_size", "stride")
+FEATURE_KEYS = ("backbone", "weights", "layer", "channels", "stride", "offset", "scales", "max_size",
+                "levels")
 
 # Test-time defaults of the official SPP-net code.
 TEST_DEFAULTS = {"nms_iou": 0.3, "score_threshold": -1.5, "max_per_image": 100}

@@ -14,8 +14,7 @@ from typing import Iterator, Protocol, Sequence, overload
 import numpy as np
 
 from sppdet.boxes import box_iou
-from sppdet.errors import ConfigMismatchError, DataError
-from sppdet.fileio import load_json
+from sppdet.errors import ConfigMismatchError
 
 
 class FeatureSource(Protocol):
@@ -133,42 +132,32 @@ class OpenCaches:
     proposals_meta: dict
 
 
-def _proposals_dir_from_manifest(manifest: dict) -> str | None:
-    for key in ("proposals_dir", "proposal_dir"):
-        if isinstance(manifest.get(key), str):
-            return manifest[key]
-    block = manifest.get("proposals")
-    if isinstance(block, dict) and isinstance(block.get("dir"), str):
-        return block["dir"]
-    return None
+class _ProposalFiles:
+    """``ProposalSource`` over a proposal cache folder (``sppdet.features.proposal_files``)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+
+    def load(self, image_id: str) -> np.ndarray:
+        from sppdet.features.proposal_files import load_proposals
+
+        return load_proposals(self.dir, image_id)
 
 
-def open_caches(features_dir: str | Path, proposals_dir: str | Path | None = None) -> OpenCaches:
-    """Open the conv-feature cache and the proposal cache (the one the feature cache
-    records when ``proposals_dir`` is None); check they agree on the proposal method."""
-    from proposals.cache import ProposalCache  # imported late: the caches are optional here
-    from sppdet.features.cache import FeatureCache
+def open_caches(features_dir: str | Path, proposals_dir: str | Path) -> OpenCaches:
+    """Open the conv-feature cache and the proposal cache; check that the feature cache was
+    built for this proposal method. ``features_manifest`` is the feature cache's config
+    plus its SPP levels and config hash (what a model records and checks)."""
+    from sppdet.features.cache import FeatureCache  # torch-heavy: imported when used
+    from sppdet.features.proposal_files import read_proposal_meta
 
     features = FeatureCache(features_dir)
-    manifest = dict(getattr(features, "manifest", {}) or {})
-    if proposals_dir is None:
-        recorded = _proposals_dir_from_manifest(manifest)
-        if recorded is None:
-            raise DataError(f"{features_dir}: the feature cache records no proposal folder; "
-                            f"pass --proposals DIR")
-        proposals_dir = recorded
-    meta_path = Path(proposals_dir) / "meta.json"
-    if not meta_path.is_file():
-        raise DataError(f"{meta_path}: missing, {proposals_dir} is not a proposal cache")
-    try:
-        meta = load_json(meta_path)
-    except ValueError as e:
-        raise DataError(f"{meta_path}: not valid JSON ({e})") from None
-    recorded_method = manifest.get("proposal_method")
-    if recorded_method is None and isinstance(manifest.get("proposals"), dict):
-        recorded_method = manifest["proposals"].get("method")
-    if recorded_method is not None and meta.get("method") not in (None, recorded_method):
+    manifest = {**features.config, "levels": list(features.levels), "hash": features.hash}
+    meta = read_proposal_meta(proposals_dir)
+    recorded = manifest.get("proposals")
+    recorded_method = recorded.get("method") if isinstance(recorded, dict) else None
+    if recorded_method is not None and meta.get("method") != recorded_method:
         raise ConfigMismatchError(
             f"{proposals_dir}: proposals made by {meta.get('method')!r}, but the feature cache "
             f"{features_dir} was built for {recorded_method!r} proposals")
-    return OpenCaches(features, ProposalCache(proposals_dir), manifest, dict(meta))
+    return OpenCaches(features, _ProposalFiles(proposals_dir), manifest, dict(meta))

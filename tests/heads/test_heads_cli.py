@@ -1,94 +1,102 @@
-"""`sppdet finetune` and `sppdet train-svm` wired end to end, on stand-in caches.
-
-The real conv-feature and proposal caches live in other modules; here small stand-ins
-with the same interface (``FeatureCache(dir).pooled``, ``.manifest``;
-``ProposalCache(dir).load``) are installed in ``sys.modules``, so the test checks the
-commands' wiring, options, outputs and errors.
-"""
+"""`sppdet finetune` and `sppdet train-svm` end to end on real caches: a tiny synthetic VOC
+set, proposals written as files, conv maps from `sppdet extract` (ZF-5, random weights)."""
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 
 from sppdet.cli import main
-from sppdet.data import VOCDataset
+from sppdet.features.cache import FeatureCache
 from sppdet.heads.model_dir import load_model
-from sppdet.heads.sources import TrainingImage
-from tests.heads.synthetic_heads import SyntheticSource, jitter, random_boxes
 
 CLASSES = ("cat", "dog")
 
 
-@pytest.fixture
-def fake_caches(make_voc, tmp_path, monkeypatch):
-    root = make_voc(n_images=16, classes=CLASSES)
-    ds = VOCDataset(root, split="train", classes=CLASSES)
-    rng = np.random.default_rng(0)
-    images, props = [], {}
-    for image_id in ds.ids:
-        ann = ds.annotation(image_id)
-        p = np.concatenate([jitter(rng, ann.boxes, 8, 0.15), random_boxes(rng, 40, 150.0)])
-        props[image_id] = p
-        images.append(TrainingImage(image_id, p, ann.boxes, ann.labels, ann.difficult))
-    source = SyntheticSource(images, len(CLASSES), dim=16)
-
-    class FeatureCache:
-        def __init__(self, path):
-            self.manifest = {"backbone": "synthetic", "layer": "x", "scales": [100], "levels": [1]}
-
-        def pooled(self, image_id, boxes):
-            return source.pooled(image_id, boxes)
-
-    class ProposalCache:
-        def __init__(self, path):
-            pass
-
-        def load(self, image_id):
-            return props[image_id]
-
-    monkeypatch.setitem(sys.modules, "sppdet.features.cache",
-                        types.SimpleNamespace(FeatureCache=FeatureCache))
-    monkeypatch.setitem(sys.modules, "proposals.cache", types.SimpleNamespace(ProposalCache=ProposalCache))
-    (tmp_path / "classes.txt").write_text("cat\ndog\n")
-    (tmp_path / "props").mkdir()
-    (tmp_path / "props" / "meta.json").write_text(json.dumps({"method": "fake", "params": {}, "format": 1}))
-    return root, tmp_path, source
-
-
-def run(*args):
+def run(*args: str) -> int:
     try:
         main(list(args))
     except SystemExit as e:
-        return e.code
+        return int(e.code or 0)
     return 0
 
 
-def test_train_svm_pool_and_fc7(fake_caches, capsys):
-    root, tmp, source = fake_caches
-    common = ["--voc", str(root), "--features", str(tmp / "feats"), "--proposals", str(tmp / "props"),
-              "--classes", str(tmp / "classes.txt"), "--norm-images", "5", "--quiet"]
+def write_proposals(folder, root, rng) -> None:
+    """Jittered copies of the ground truth plus random boxes, in the cache format."""
+    from sppdet.data import VOCDataset
+
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"method": "fixture", "params": {}, "format": 1}))
+    ds = VOCDataset(root, split="train", classes=CLASSES)
+    for image_id in ds.ids:
+        gt = ds.annotation(image_id).boxes
+        jit = np.repeat(gt, 10, axis=0) + rng.uniform(-8, 8, (10 * len(gt), 4))
+        xy = rng.uniform(0, 100, (30, 2))
+        boxes = np.concatenate([jit, np.concatenate([xy, xy + rng.uniform(10, 60, (30, 2))], 1)])
+        boxes = np.clip(boxes, 0, [160, 120, 160, 120]).astype(np.float32)
+        np.savez(folder / f"{image_id}.npz", boxes=boxes, scores=np.zeros(len(boxes), np.float32))
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    import cv2
+
+    from tests.conftest import write_voc_xml
+
+    tmp = tmp_path_factory.mktemp("heads_cli")
+    root = tmp / "VOC2007"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    ids = [f"{k:06d}" for k in range(12)]
+    for k, image_id in enumerate(ids):
+        image = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)
+        x1, y1 = int(rng.integers(5, 60)), int(rng.integers(5, 40))
+        x2, y2 = x1 + int(rng.integers(40, 90)), y1 + int(rng.integers(30, 70))
+        cv2.rectangle(image, (x1 - 1, y1 - 1), (x2 - 1, y2 - 1), (200, 40 + 180 * (k % 2), 60), -1)
+        cv2.imwrite(str(root / "JPEGImages" / f"{image_id}.jpg"), image)
+        write_voc_xml(root / "Annotations" / f"{image_id}.xml", f"{image_id}.jpg", 160, 120,
+                      [(CLASSES[k % 2], (x1, y1, x2, y2), 0)])
+    (root / "ImageSets" / "Main" / "train.txt").write_text("".join(f"{i}\n" for i in ids))
+    (tmp / "classes.txt").write_text("cat\ndog\n")
+    write_proposals(tmp / "props", root, rng)
+    assert run("extract", "--voc", str(root), "--classes", str(tmp / "classes.txt"), "--proposals",
+               str(tmp / "props"), "--out", str(tmp / "feats"), "--backbone", "zf5", "--weights",
+               "random", "--scales", "96", "--device", "cpu") == 0
+    common = ["--voc", str(root), "--classes", str(tmp / "classes.txt"), "--features", str(tmp / "feats"),
+              "--proposals", str(tmp / "props"), "--norm-images", "4", "--quiet", "--device", "cpu"]
+    return tmp, common
+
+
+def test_train_svm_with_pooled_features(caches, capsys):
+    tmp, common = caches
     out = tmp / "model_pool"
-    assert run("train-svm", *common, "--out", str(out), "--bbox-lambda", "1", "--retrain-every", "100") == 0
+    assert run("train-svm", *common, "--out", str(out), "--bbox-lambda", "10", "--retrain-every", "50") == 0
     text = capsys.readouterr().out
     assert "mining rounds" in text and "cat" in text and "dog" in text
     model = load_model(out)
+    cache = FeatureCache(tmp / "feats")
     assert model.head == "pool" and model.classes == list(CLASSES)
-    assert model.config["backbone"] == "synthetic" and model.config["proposals"]["method"] == "fake"
-    assert model.config["training"]["positives"] == 16 and model.bbox is not None
+    assert model.config["backbone"] == "zf5" and model.config["scales"] == [96]
+    assert model.config["levels"] == list(cache.levels) and model.config["proposals"]["method"] == "fixture"
+    assert model.config["training"]["positives"] == 12 and model.bbox is not None
+    assert not (out / ".train-svm-checkpoint").exists()
+    boxes = np.array([[10.0, 10.0, 80.0, 70.0], [50.0, 20.0, 150.0, 110.0]])
+    pooled = cache.pooled("000000", boxes)
+    assert model.score(pooled).shape == (2, 2) and model.regress(pooled, boxes, 0).shape == (2, 4)
 
+
+def test_finetune_then_fc7_svms(caches, capsys):
+    tmp, common = caches
     # fc7 without fine-tuned layers: a clear error, no traceback.
     assert run("train-svm", *common, "--out", str(tmp / "m7"), "--head", "fc7") == 1
     err = capsys.readouterr().err
     assert "finetune.json" in err and "Traceback" not in err
-
     ft = tmp / "ft"
-    assert run("finetune", *common, "--out", str(ft), "--hidden", "16", "--iterations", "60",
-               "--lr-step", "40", "--batch-size", "16", "--fg-per-image", "4",
+    assert run("finetune", *common, "--out", str(ft), "--hidden", "16", "--iterations", "40",
+               "--lr-step", "30", "--batch-size", "16", "--fg-per-image", "4",
                "--bg-per-image", "8", "--checkpoint-every", "20") == 0
     assert (ft / "fc.pt").is_file() and not (ft / "finetune.ckpt.pt").exists()
     assert run("train-svm", *common, "--out", str(tmp / "m7"), "--head", "fc7", "--finetuned", str(ft),
@@ -96,5 +104,11 @@ def test_train_svm_pool_and_fc7(fake_caches, capsys):
     m7 = load_model(tmp / "m7")
     assert m7.head == "fc7" and m7.svm_W.shape == (2, 16) and m7.bbox is None
     assert m7.feature_scale == json.loads((ft / "finetune.json").read_text())["feature_scale"]
-    ti = source.by_id[next(iter(source.by_id))]
-    assert m7.score(source.pooled(ti.image_id, ti.gt_boxes)).shape == (ti.num_gt, 2)
+    assert (tmp / "m7" / "finetune.json").is_file()
+    pooled = FeatureCache(tmp / "feats").pooled("000001", np.array([[5.0, 5.0, 90.0, 90.0]]))
+    assert m7.score(pooled).shape == (1, 2)
+    # Fine-tuned layers from other classes are refused.
+    (tmp / "c3.txt").write_text("cat\ndog\nbird\n")
+    args = [a if a != str(tmp / "classes.txt") else str(tmp / "c3.txt") for a in common]
+    assert run("train-svm", *args, "--out", str(tmp / "m8"), "--head", "fc7", "--finetuned", str(ft)) == 1
+    assert "classes" in capsys.readouterr().err
