@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "data-stats": "sppdet.cli.data_stats:data_stats",
     "make-split": "sppdet.cli.make_split:make_split",
     "extract": "sppdet.cli.extract:extract",
+    "finetune": "sppdet.cli.finetune:finetune",
+    "train-svm": "sppdet.cli.train_svm:train_svm",
     "eval": "sppdet.cli.eval:eval_cmd",
     "detect": "sppdet.cli.detect:detect",
     "demo": "sppdet.cli.demo:demo",

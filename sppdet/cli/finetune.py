@@ -1,0 +1,95 @@
+"""``sppdet finetune``: train fc6, fc7 and a (classes + 1)-way classifier on cached pooled
+features, for SVMs on fc7 (``sppdet train-svm --head fc7``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sppdet.cli.options import dataset_options, device_option
+from sppdet.data import VOCDataset
+
+CHECKPOINT = "finetune.ckpt.pt"
+
+
+@click.command("finetune")
+@dataset_options
+@click.option("--features", "features_dir", required=True, type=click.Path(path_type=Path),
+              help="Conv-feature cache (sppdet features).")
+@click.option("--proposals", "proposals_dir", required=True, type=click.Path(path_type=Path),
+              help="Proposal cache (the one the feature cache was extracted for).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Model folder: fc.pt and finetune.json are written here.")
+@click.option("--hidden", default=1024, show_default=True, help="Width of fc6 and fc7 (paper: 4096).")
+@click.option("--dropout", default=0.5, show_default=True)
+@click.option("--iterations", default=4000, show_default=True, help="Mini-batches in total.")
+@click.option("--lr", default=0.01, show_default=True, help="Initial learning rate (SGD).")
+@click.option("--lr-step", default=3000, show_default=True, help="Iteration where the rate drops 10x.")
+@click.option("--momentum", default=0.9, show_default=True)
+@click.option("--weight-decay", default=5e-4, show_default=True)
+@click.option("--standardise/--no-standardise", default=True, show_default=True,
+              help="Train on per-dimension standardised inputs (folded into fc6 afterwards).")
+@click.option("--init-std", type=float, default=None,
+              help="Gaussian init of the new layers with this std (default: PyTorch's init).")
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--fg-fraction", default=0.25, show_default=True, help="Foreground share of a mini-batch.")
+@click.option("--fg-iou", default=0.5, show_default=True, help="Foreground: IoU >= this with a box.")
+@click.option("--bg-iou-low", default=0.1, show_default=True,
+              help="Background: IoU in [this, --fg-iou).")
+@click.option("--fg-per-image", default=16, show_default=True,
+              help="Foreground windows pooled per image into the training pool.")
+@click.option("--bg-per-image", default=48, show_default=True,
+              help="Background windows pooled per image into the training pool.")
+@click.option("--target-norm", default=20.0, show_default=True,
+              help="Pooled features are scaled to this mean L2 norm.")
+@click.option("--norm-images", default=200, show_default=True)
+@click.option("--norm-windows", default=200, show_default=True)
+@click.option("--checkpoint-every", default=500, show_default=True,
+              help="Save a resumable checkpoint every N iterations.")
+@click.option("--seed", default=0, show_default=True)
+@device_option
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_dir: Path,
+             hidden: int, dropout: float, iterations: int, lr: float, lr_step: int, momentum: float,
+             weight_decay: float, standardise: bool, init_std: float | None, batch_size: int, fg_fraction: float, fg_iou: float,
+             bg_iou_low: float, fg_per_image: int, bg_per_image: int, target_norm: float,
+             norm_images: int, norm_windows: int, checkpoint_every: int, seed: int,
+             device: str | None, quiet: bool) -> None:
+    """Fine-tune fc layers on cached pooled features (25% foreground windows, IoU >= 0.5;
+    background IoU in [0.1, 0.5)). An interrupted run resumes from its checkpoint."""
+    from sppdet.cli.train_svm import resolve_device
+    from sppdet.heads.finetune import FinetuneParams, build_window_pool, train_fc
+    from sppdet.heads.model_dir import save_finetuned
+    from sppdet.heads.scaling import estimate_scale
+    from sppdet.heads.sources import DatasetImages, open_caches
+
+    if not 0 < fg_fraction < 1:
+        raise click.BadParameter("must be between 0 and 1", param_hint="--fg-fraction")
+    params = FinetuneParams(hidden=hidden, dropout=dropout, fg_iou=fg_iou, bg_iou_low=bg_iou_low,
+                            fg_fraction=fg_fraction, batch_size=batch_size, fg_per_image=fg_per_image,
+                            bg_per_image=bg_per_image, iterations=iterations, lr=lr, lr_step=lr_step,
+                            momentum=momentum, weight_decay=weight_decay, standardise=standardise,
+                            init_std=init_std, seed=seed)
+    caches = open_caches(features_dir, proposals_dir)
+    images = DatasetImages(dataset, caches.proposals)
+    click.echo(f"{dataset.name}: {len(images)} images, {len(dataset.classes)} classes")
+    scale, mean_norm = estimate_scale(images, caches.features, target_norm=target_norm,
+                                      num_images=norm_images, windows_per_image=norm_windows, seed=seed)
+    pool = build_window_pool(images, caches.features, scale, params, progress=not quiet)
+    click.echo(f"window pool: {len(pool.labels)} windows ({pool.num_fg} foreground), "
+               f"{pool.x.nbytes / 2**20:.0f} MiB")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / CHECKPOINT
+    fc, summary = train_fc(pool, len(dataset.classes), params, device=resolve_device(device),
+                           checkpoint=ckpt, checkpoint_every=checkpoint_every, progress=not quiet)
+    info = {"classes": list(dataset.classes), "feature_scale": scale, "mean_norm": mean_norm,
+            "target_norm": target_norm, "features": caches.features_manifest,
+            "proposals": caches.proposals_meta, "params": params.as_dict(), "summary": summary,
+            "dataset": {"name": dataset.name, "split": dataset.split, "images": len(images)}}
+    save_finetuned(out_dir, fc, info)
+    ckpt.unlink(missing_ok=True)
+    click.echo(f"{summary['iterations']} iterations in {summary['seconds']:.0f} s; training-pool "
+               f"accuracy: foreground {summary['pool_fg_accuracy']}, background "
+               f"{summary['pool_bg_accuracy']}")
+    click.echo(f"wrote {out_dir / 'fc.pt'}; next: sppdet train-svm --head fc7 --out {out_dir} ...")

@@ -1,0 +1,128 @@
+"""``sppdet train-svm``: per-class SVMs with hard-negative mining, and box regression,
+trained from the conv-feature cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sppdet.cli.options import dataset_options, device_option
+from sppdet.data import VOCDataset
+
+CHECKPOINT_DIR = ".train-svm-checkpoint"
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@click.command("train-svm")
+@dataset_options
+@click.option("--features", "features_dir", required=True, type=click.Path(path_type=Path),
+              help="Conv-feature cache (sppdet features).")
+@click.option("--proposals", "proposals_dir", required=True, type=click.Path(path_type=Path),
+              help="Proposal cache (the one the feature cache was extracted for).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Model folder to write (config.json, heads.npz).")
+@click.option("--head", type=click.Choice(["pool", "fc7"]), default="pool", show_default=True,
+              help="SVMs on scaled pooled features, or on fc7 of the fine-tuned fc layers.")
+@click.option("--finetuned", "finetuned_dir", type=click.Path(path_type=Path), default=None,
+              help="With --head fc7: folder holding fc.pt from `sppdet finetune` (default: --out).")
+@click.option("--svm-c", default=0.001, show_default=True, help="liblinear C.")
+@click.option("--pos-weight", default=2.0, show_default=True, help="Weight of positive examples.")
+@click.option("--bias-mult", default=10.0, show_default=True, help="Value of the bias feature.")
+@click.option("--svm-tol", default=0.1, show_default=True,
+              help="liblinear stopping tolerance (liblinear's default for the dual hinge solver).")
+@click.option("--svm-max-iter", default=1000, show_default=True)
+@click.option("--neg-iou", default=0.3, show_default=True,
+              help="Negatives: IoU below this with every ground-truth box of the class.")
+@click.option("--hard-thresh", default=-1.0001, show_default=True,
+              help="Mining adds negatives scoring above this.")
+@click.option("--evict-thresh", default=-1.2, show_default=True,
+              help="After retraining, cached negatives scoring below this are evicted.")
+@click.option("--retrain-every", default=2000, show_default=True,
+              help="Retrain a class after this many new negatives.")
+@click.option("--max-negatives", default=20000, show_default=True,
+              help="Cap on a class's cached negatives after eviction, hardest kept (0: no cap).")
+@click.option("--gt-negatives/--no-gt-negatives", default=True, show_default=True,
+              help="Other classes' ground-truth boxes are negative candidates too (R-CNN).")
+@click.option("--use-difficult/--no-use-difficult", default=True, show_default=True,
+              help="Difficult objects are positives too (R-CNN, SPP-net code).")
+@click.option("--max-positives", default=0, show_default=True,
+              help="Seeded sample of at most N positives per class (0: all).")
+@click.option("--target-norm", default=20.0, show_default=True,
+              help="Features are scaled to this mean L2 norm.")
+@click.option("--norm-images", default=200, show_default=True,
+              help="Images sampled to estimate the mean feature norm.")
+@click.option("--norm-windows", default=200, show_default=True, help="Windows sampled per image for it.")
+@click.option("--bbox-reg/--no-bbox-reg", default=True, show_default=True,
+              help="Also train class-specific box regression.")
+@click.option("--bbox-lambda", default=4000.0, show_default=True,
+              help="Ridge lambda (SPP-net's code: 4000; R-CNN: 1000).")
+@click.option("--bbox-min-iou", default=0.5, show_default=True,
+              help="Box regression windows: IoU with a ground-truth box at least this.")
+@click.option("--bbox-max-per-class", default=5000, show_default=True,
+              help="Seeded sample of at most N box regression windows per class (0: all).")
+@click.option("--checkpoint-every", default=200, show_default=True,
+              help="Save a resumable checkpoint every N images of the mining pass.")
+@click.option("--seed", default=0, show_default=True)
+@device_option
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_svm(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_dir: Path,
+              head: str, finetuned_dir: Path | None, svm_c: float, pos_weight: float, bias_mult: float,
+              svm_tol: float, svm_max_iter: int, neg_iou: float, hard_thresh: float,
+              evict_thresh: float, retrain_every: int, max_negatives: int, gt_negatives: bool,
+              use_difficult: bool, max_positives: int, target_norm: float, norm_images: int,
+              norm_windows: int, bbox_reg: bool, bbox_lambda: float, bbox_min_iou: float,
+              bbox_max_per_class: int, checkpoint_every: int, seed: int, device: str | None, quiet: bool) -> None:
+    """Train one linear SVM per class (liblinear, hard-negative mining, one pass) and box
+    regressors from cached conv features; write the model folder.
+
+    An interrupted run resumes when the same command is run again (checkpoints in
+    OUT/.train-svm-checkpoint, removed at the end)."""
+    from sppdet.heads.bbox_regression import BoxRegParams
+    from sppdet.heads.mining import MiningParams
+    from sppdet.heads.model_dir import FC_FILE, load_fc, load_finetune_info, save_model, copy_fc
+    from sppdet.heads.sources import DatasetImages, open_caches
+    from sppdet.heads.svm import SVMParams
+    from sppdet.heads.train import TrainParams, summary_table, train_heads
+
+    caches = open_caches(features_dir, proposals_dir)
+    fc = feature_scale = finetune_info = None
+    src_dir = finetuned_dir or out_dir
+    if head == "fc7":
+        finetune_info = load_finetune_info(src_dir, dataset.classes, caches.features_manifest)
+        fc = load_fc(src_dir / FC_FILE, resolve_device(device))
+        feature_scale = float(finetune_info["feature_scale"])
+    elif finetuned_dir is not None:
+        raise click.UsageError("--finetuned only applies with --head fc7")
+    params = TrainParams(
+        svm=SVMParams(C=svm_c, pos_weight=pos_weight, bias_mult=bias_mult, tol=svm_tol,
+                      max_iter=svm_max_iter, seed=seed),
+        mining=MiningParams(neg_iou=neg_iou, hard_thresh=hard_thresh, evict_thresh=evict_thresh,
+                            retrain_every=retrain_every, max_negatives=max_negatives or None,
+                            gt_negatives=gt_negatives),
+        bbox=BoxRegParams(lam=bbox_lambda, min_iou=bbox_min_iou,
+                          max_per_class=bbox_max_per_class or None) if bbox_reg else None,
+        use_difficult=use_difficult, max_positives=max_positives or None, target_norm=target_norm,
+        norm_images=norm_images, norm_windows=norm_windows, seed=seed)
+    images = DatasetImages(dataset, caches.proposals)
+    click.echo(f"{dataset.name}: {len(images)} images, {len(dataset.classes)} classes, head {head}")
+    heads = train_heads(images, caches.features, dataset.classes, params, fc=fc,
+                        feature_scale=feature_scale, progress=not quiet,
+                        checkpoint_dir=out_dir / CHECKPOINT_DIR, checkpoint_every=checkpoint_every,
+                        fingerprint_extra={"features": caches.features_manifest,
+                                           "proposals": caches.proposals_meta,
+                                           "dataset": dataset.name})
+    model = heads.to_model(dataset.classes, fc=None if fc is None else fc.cpu(),
+                           features=caches.features_manifest, proposals=caches.proposals_meta,
+                           finetune=finetune_info)
+    model.config["dataset"] = {"name": dataset.name, "split": dataset.split, "images": len(images)}
+    if fc is not None:
+        copy_fc(src_dir, out_dir)
+    save_model(out_dir, model)
+    click.echo(summary_table(heads.summary))
+    click.echo(f"wrote {out_dir}")

@@ -1,0 +1,247 @@
+"""The model directory: everything detection needs except the backbone's own weights.
+
+Layout (every file written atomically; ``config.json`` last, so its presence marks a
+complete model):
+
+- ``config.json``: ``format_version``, the feature settings (backbone, weights, layer,
+  scales, SPP levels, max size: copied from the feature cache's manifest), the proposal
+  method, ``head`` (``pool`` or ``fc7``), class names, ``feature_scale`` (and ``fc7_scale``),
+  test-time defaults (NMS IoU, score threshold, detections per image), training summary;
+- ``heads.npz``: ``svm_W`` (C, D), ``svm_b`` (C,), and, with box regression,
+  ``bbox_W`` (C, D_pool, 4), ``bbox_b``, ``bbox_mean``, ``bbox_std`` (C, 4);
+- ``fc.pt`` (head ``fc7`` only): the fine-tuned fc layers (``FcHead`` state and sizes),
+  written by ``sppdet finetune`` together with ``finetune.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sppdet.errors import ConfigMismatchError, ModelFormatError
+from sppdet.fileio import atomic_path, save_json, save_npz
+from sppdet.heads.bbox_regression import BoxRegressor
+from sppdet.heads.fc_head import FcHead
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+HEADS_FILE = "heads.npz"
+FC_FILE = "fc.pt"
+FINETUNE_FILE = "finetune.json"
+HEADS = ("pool", "fc7")
+
+# Feature settings copied to the top level of config.json from the feature cache manifest.
+FEATURE_KEYS = ("backbone", "weights", "layer", "channels", "stride", "offset", "scales", "max_size",
+                "levels")
+
+# Test-time defaults of the official SPP-net code.
+TEST_DEFAULTS = {"nms_iou": 0.3, "score_threshold": -1.5, "max_per_image": 100}
+
+
+@dataclass
+class DetectorModel:
+    """Trained heads plus the configuration that produced their features.
+
+    ``score`` and ``regress`` take raw pooled features (N, D_pool) straight from SPP.
+    """
+
+    config: dict[str, Any]
+    svm_W: np.ndarray  # (C, D) float32
+    svm_b: np.ndarray  # (C,) float32
+    bbox: BoxRegressor | None = None
+    fc: FcHead | None = None
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config["classes"])
+
+    @property
+    def head(self) -> str:
+        return self.config["head"]
+
+    @property
+    def feature_scale(self) -> float:
+        return float(self.config["feature_scale"])
+
+    def scaled(self, pooled: np.ndarray) -> np.ndarray:
+        """Pooled features times the stored feature scale (float32)."""
+        return np.asarray(pooled, np.float32) * np.float32(self.feature_scale)
+
+    def svm_features(self, pooled: np.ndarray) -> np.ndarray:
+        """The SVMs' input: scaled pooled features, or scaled fc7 outputs for head ``fc7``."""
+        x = self.scaled(pooled)
+        if self.head == "fc7":
+            assert self.fc is not None
+            x = self.fc.fc7_numpy(x) * np.float32(self.config["fc7_scale"])
+        return x
+
+    def score(self, pooled: np.ndarray) -> np.ndarray:
+        """(N, C) SVM scores of windows from their pooled features (N, D_pool)."""
+        x = self.svm_features(pooled)
+        return (x @ self.svm_W.T).astype(np.float64) + self.svm_b.astype(np.float64)
+
+    def regress(self, pooled: np.ndarray, boxes: np.ndarray,
+                class_idx: int | np.ndarray | None = None) -> np.ndarray:
+        """Box-regressed windows: (N, 4) for one class / per-box classes, (N, C, 4) for None.
+
+        Without box regression in the model the boxes come back unchanged.
+        """
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if self.bbox is None:
+            if class_idx is None:
+                return np.repeat(boxes[:, None, :], len(self.classes), axis=1)
+            return boxes.copy()
+        return self.bbox.predict(self.scaled(pooled), boxes, class_idx)
+
+
+def save_model(path: str | Path, model: DetectorModel) -> Path:
+    """Write ``model`` into directory ``path`` (created if needed); returns the path."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = dict(model.config)
+    cfg["format_version"] = FORMAT_VERSION
+    if cfg.get("head") not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {cfg.get('head')!r}")
+    cfg["num_classes"], cfg["svm_dim"] = int(model.svm_W.shape[0]), int(model.svm_W.shape[1])
+    cfg["bbox_regression"] = model.bbox is not None
+    arrays = {"svm_W": np.asarray(model.svm_W, np.float32), "svm_b": np.asarray(model.svm_b, np.float32)}
+    if model.bbox is not None:
+        arrays.update(bbox_W=model.bbox.W, bbox_b=model.bbox.b, bbox_mean=model.bbox.mean,
+                      bbox_std=model.bbox.std)
+    save_npz(path / HEADS_FILE, **arrays)
+    if cfg["head"] == "fc7":
+        if model.fc is None:
+            raise ValueError("head fc7 needs the fc layers")
+        save_fc(path / FC_FILE, model.fc)
+    save_json(path / CONFIG_FILE, cfg)
+    return path
+
+
+def save_fc(path: str | Path, fc: FcHead) -> None:
+    """Atomically write the fc layers (state dict on CPU plus sizes)."""
+    state = {k: v.detach().cpu() for k, v in fc.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"config": fc.config(), "state_dict": state}, tmp)
+
+
+def load_fc(path: str | Path, device: str | torch.device = "cpu") -> FcHead:
+    """Read fc layers written by ``save_fc``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFormatError(f"{path}: fc layers missing (run `sppdet finetune` first)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        fc = FcHead(**blob["config"])
+        fc.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, RuntimeError, EOFError, OSError) as e:
+        raise ModelFormatError(f"{path}: not a valid fc layers file ({e})") from None
+    return fc.to(device).eval()
+
+
+def read_config(path: str | Path, name: str = CONFIG_FILE) -> dict[str, Any]:
+    """Read and version-check a model directory's JSON file."""
+    file = Path(path) / name
+    if not Path(path).is_dir():
+        raise ModelFormatError(f"{path}: model directory does not exist")
+    if not file.is_file():
+        raise ModelFormatError(f"{file}: missing, {path} is not a complete model directory")
+    try:
+        cfg = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"{file}: not valid JSON ({e})") from None
+    version = cfg.get("format_version") if isinstance(cfg, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFormatError(f"{file}: no integer format_version; not an sppdet model file")
+    if version > FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{file}: format version {version} is newer than this sppdet supports "
+            f"({FORMAT_VERSION}); upgrade sppdet")
+    if version < 1:
+        raise ModelFormatError(f"{file}: unknown format version {version}")
+    return cfg
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> DetectorModel:
+    """Load a model directory written by ``save_model``; clear errors for bad directories."""
+    path = Path(path)
+    cfg = read_config(path)
+    if cfg.get("head") not in HEADS:
+        raise ModelFormatError(f"{path / CONFIG_FILE}: unknown head {cfg.get('head')!r}")
+    heads_file = path / HEADS_FILE
+    if not heads_file.is_file():
+        raise ModelFormatError(f"{heads_file}: missing, {path} is not a complete model directory")
+    try:
+        with np.load(heads_file) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ModelFormatError(f"{heads_file}: unreadable ({e})") from None
+    for key in ("svm_W", "svm_b"):
+        if key not in arrays:
+            raise ModelFormatError(f"{heads_file}: array {key!r} missing")
+    W, b = arrays["svm_W"], arrays["svm_b"]
+    C = len(cfg.get("classes", []))
+    if W.ndim != 2 or W.shape[0] != C or b.shape != (C,):
+        raise ModelFormatError(f"{heads_file}: SVM shapes {W.shape}, {b.shape} do not match "
+                               f"{C} classes in {CONFIG_FILE}")
+    bbox = None
+    if cfg.get("bbox_regression"):
+        try:
+            bbox = BoxRegressor(arrays["bbox_W"], arrays["bbox_b"], arrays["bbox_mean"], arrays["bbox_std"])
+        except KeyError as e:
+            raise ModelFormatError(f"{heads_file}: box regression array {e} missing") from None
+    fc = load_fc(path / FC_FILE, device) if cfg["head"] == "fc7" else None
+    if fc is not None and fc.hidden != W.shape[1]:
+        raise ModelFormatError(f"{path}: fc7 has {fc.hidden} outputs but the SVMs expect {W.shape[1]}")
+    return DetectorModel(cfg, W, b, bbox, fc, path)
+
+
+def copy_fc(src_dir: str | Path, dst_dir: str | Path) -> None:
+    """Copy fine-tuned fc layers (and their finetune.json) into another model directory."""
+    src_dir, dst_dir = Path(src_dir), Path(dst_dir)
+    if src_dir.resolve() == dst_dir.resolve():
+        return
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    for name in (FC_FILE, FINETUNE_FILE):
+        with atomic_path(dst_dir / name) as tmp:
+            shutil.copyfile(src_dir / name, tmp)
+
+
+def check_same_features(expected: dict[str, Any], found: dict[str, Any], where: str) -> None:
+    """Raise ConfigMismatchError when two feature configurations differ."""
+    keys = sorted(set(expected) | set(found))
+    diff = [k for k in keys if expected.get(k) != found.get(k)]
+    if diff:
+        details = ", ".join(f"{k}: {expected.get(k)!r} vs {found.get(k)!r}" for k in diff)
+        raise ConfigMismatchError(f"{where}: made with other features ({details})")
+
+
+def save_finetuned(path: str | Path, fc: FcHead, info: dict[str, Any]) -> None:
+    """Write fine-tuned fc layers (``fc.pt``) and their record (``finetune.json``: feature
+    scale, classes, feature settings, parameters, summary) into model directory ``path``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_fc(path / FC_FILE, fc)
+    save_json(path / FINETUNE_FILE, {**info, "format_version": FORMAT_VERSION})
+
+
+def load_finetune_info(path: str | Path, classes: Any, features: dict[str, Any]) -> dict[str, Any]:
+    """Read ``finetune.json`` and check it matches the classes and the feature cache."""
+    path = Path(path)
+    if not (path / FINETUNE_FILE).is_file():
+        raise ModelFormatError(f"{path / FINETUNE_FILE}: missing; run `sppdet finetune --out {path}` "
+                               f"first, or pass --finetuned DIR")
+    info = read_config(path, FINETUNE_FILE)
+    if list(info.get("classes", [])) != list(classes):
+        raise ConfigMismatchError(f"{path / FINETUNE_FILE}: fine-tuned for classes "
+                                  f"{info.get('classes')}, not {list(classes)}")
+    check_same_features(dict(info.get("features", {})), dict(features), str(path / FINETUNE_FILE))
+    if not isinstance(info.get("feature_scale"), (int, float)):
+        raise ModelFormatError(f"{path / FINETUNE_FILE}: no feature_scale")
+    return info

@@ -1,0 +1,15 @@
+"""Head tests train tiny networks: one torch thread is much faster for them than two
+threads competing on a shared 2-core machine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

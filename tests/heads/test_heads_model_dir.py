@@ -1,0 +1,111 @@
+"""The model directory: save / load round trip, format versions, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sppdet.errors import ModelFormatError
+from sppdet.heads.bbox_regression import BoxRegressor
+from sppdet.heads.fc_head import FcHead
+from sppdet.heads.model_dir import FORMAT_VERSION, DetectorModel, load_model, save_model
+
+CLASSES = ["cat", "dog", "bird"]
+
+
+def make_model(head: str, dim: int = 20, hidden: int = 16, seed: int = 0) -> DetectorModel:
+    rng = np.random.default_rng(seed)
+    C = len(CLASSES)
+    svm_dim = hidden if head == "fc7" else dim
+    fc = None
+    config = {"head": head, "classes": CLASSES, "feature_scale": 0.37,
+              "features": {"backbone": "mobilenet_v2", "layer": "features.13", "scales": [688],
+                           "levels": [1, 2, 3, 6]}}
+    if head == "fc7":
+        torch.manual_seed(seed)
+        fc = FcHead(dim, hidden, C)
+        for p in fc.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        config["fc7_scale"] = 1.7
+    bbox = BoxRegressor(rng.normal(0, 0.01, (C, dim, 4)).astype(np.float32),
+                        rng.normal(0, 0.1, (C, 4)).astype(np.float32),
+                        rng.normal(0, 0.1, (C, 4)).astype(np.float32),
+                        rng.uniform(0.1, 0.3, (C, 4)).astype(np.float32))
+    return DetectorModel(config, rng.normal(size=(C, svm_dim)).astype(np.float32),
+                         rng.normal(size=C).astype(np.float32), bbox, fc)
+
+
+@pytest.mark.parametrize("head", ["pool", "fc7"])
+def test_saved_and_reloaded_model_gives_identical_scores(tmp_path, head):
+    model = make_model(head)
+    rng = np.random.default_rng(1)
+    pooled = rng.uniform(0, 3, (50, 20)).astype(np.float32)
+    boxes = np.concatenate([rng.uniform(0, 100, (50, 2)), rng.uniform(120, 300, (50, 2))], axis=1)
+    save_model(tmp_path / "m", model)
+    loaded = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.score(pooled), model.score(pooled))
+    np.testing.assert_array_equal(loaded.regress(pooled, boxes, 2), model.regress(pooled, boxes, 2))
+    assert loaded.classes == CLASSES and loaded.head == head
+    assert loaded.config["format_version"] == FORMAT_VERSION
+    assert loaded.config["features"]["levels"] == [1, 2, 3, 6]
+
+
+def test_score_is_the_documented_formula():
+    """score = (scale * pooled) @ W.T + b for head pool; fc7 goes through fc6/fc7 first."""
+    rng = np.random.default_rng(2)
+    pooled = rng.uniform(0, 3, (7, 20)).astype(np.float32)
+    m = make_model("pool")
+    np.testing.assert_allclose(m.score(pooled), (pooled * 0.37) @ m.svm_W.T + m.svm_b, rtol=1e-5)
+    f = make_model("fc7")
+    x = torch.from_numpy(pooled * np.float32(0.37))
+    with torch.no_grad():
+        h = torch.relu(f.fc.fc7(torch.relu(f.fc.fc6(x)))).numpy() * 1.7
+    np.testing.assert_allclose(f.score(pooled), h @ f.svm_W.T + f.svm_b, rtol=1e-4, atol=1e-5)
+
+
+def test_model_without_box_regression_leaves_boxes(tmp_path):
+    model = make_model("pool")
+    model.bbox = None
+    save_model(tmp_path / "m", model)
+    loaded = load_model(tmp_path / "m")
+    boxes = np.array([[1.0, 2.0, 30.0, 40.0]])
+    np.testing.assert_array_equal(loaded.regress(np.ones((1, 20)), boxes, 0), boxes)
+    assert loaded.regress(np.ones((1, 20)), boxes).shape == (1, 3, 4)
+
+
+def test_newer_or_unknown_format_version_fails_clearly(tmp_path):
+    save_model(tmp_path / "m", make_model("pool"))
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for bad, words in ((FORMAT_VERSION + 1, "newer"), ("1", "format_version"), (0, "unknown")):
+        cfg["format_version"] = bad
+        cfg_path.write_text(json.dumps(cfg))
+        with pytest.raises(ModelFormatError, match=words):
+            load_model(tmp_path / "m")
+
+
+def test_missing_or_broken_files_fail_clearly(tmp_path):
+    with pytest.raises(ModelFormatError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFormatError, match="config.json"):
+        load_model(tmp_path / "empty")
+    save_model(tmp_path / "m", make_model("fc7"))
+    (tmp_path / "m" / "fc.pt").unlink()
+    with pytest.raises(ModelFormatError, match="fc.pt"):
+        load_model(tmp_path / "m")
+    (tmp_path / "m" / "heads.npz").unlink()
+    with pytest.raises(ModelFormatError, match="heads.npz"):
+        load_model(tmp_path / "m")
+    save_model(tmp_path / "n", make_model("pool"))
+    cfg = json.loads((tmp_path / "n" / "config.json").read_text())
+    cfg["classes"] = ["cat"]
+    (tmp_path / "n" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match="do not match"):
+        load_model(tmp_path / "n")
+    (tmp_path / "n" / "config.json").write_text("{not json")
+    with pytest.raises(ModelFormatError, match="not valid JSON"):
+        load_model(tmp_path / "n")
