@@ -17,6 +17,8 @@ from sppdet.errors import SppdetError
 # name -> "module:function", listed in pipeline order.
 COMMANDS: dict[str, str] = {
     "data-stats": "sppdet.cli.data_stats:data_stats",
+    "make-split": "sppdet.cli.make_split:make_split",
+    "eval": "sppdet.cli.eval:eval_cmd",
 }
 
 

@@ -1,0 +1,59 @@
+"""``sppdet eval``: PASCAL VOC (and COCO-style) evaluation of a split's detections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sppdet.cli.options import dataset_options, device_option
+from sppdet.data import VOCDataset
+
+
+@click.command("eval")
+@dataset_options
+@click.option("--detections", "detections_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of existing devkit result files comp4_det_<split>_<class>.txt.")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Model folder: run detection over the split, then evaluate.")
+@click.option("--proposals", "proposals_dir", type=click.Path(path_type=Path), default=None,
+              help="With --model: proposal cache to reuse.")
+@click.option("--features", "features_dir", type=click.Path(path_type=Path), default=None,
+              help="With --model: conv-feature cache to reuse.")
+@device_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder: result files (with --model), eval_<split>.txt, pr_curves_<split>.png.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the metrics as JSON (APs as fractions in [0, 1]).")
+@click.option("--coco/--no-coco", default=True, show_default=True,
+              help="Also compute COCO-style AP@[0.5:0.95] with pycocotools.")
+def eval_cmd(dataset: VOCDataset, detections_dir: Path | None, model_dir: Path | None,
+             proposals_dir: Path | None, features_dir: Path | None, device: str | None,
+             out_dir: Path | None, json_path: Path | None, coco: bool) -> None:
+    """Evaluate detections of a split the VOC 2007 devkit way (11-point AP, IoU >= 0.5,
+    difficult objects ignored), with the area AP and COCO AP@[0.5:0.95] beside it.
+
+    Give either --detections DIR (result files that exist) or --model DIR.
+    """
+    from sppdet.evaluation.pipeline import (evaluate_split, load_annotations,
+                                            load_or_run_detections, restrict_to_images,
+                                            write_report)
+
+    split_name = dataset.split or "ids"
+    detect_kwargs = {}
+    if model_dir is not None:
+        detect_kwargs = {"proposals_dir": proposals_dir, "features_dir": features_dir, "device": device}
+    elif proposals_dir or features_dir or device:
+        raise click.UsageError("--proposals, --features and --device only apply with --model")
+    dets = load_or_run_detections(dataset, split_name, detections_dir=detections_dir,
+                                  model_dir=model_dir, out_dir=out_dir, **detect_kwargs)
+    if dataset.limit is not None and detections_dir is not None:
+        dets, dropped = restrict_to_images(dets, dataset.ids)
+        if dropped:
+            click.echo(f"--limit {dataset.limit}: ignored {dropped} detections on later images", err=True)
+    annotations = load_annotations(dataset)
+    report = evaluate_split(dets, annotations, dataset.classes, with_coco=coco)
+    click.echo(f"{dataset.name}: {len(annotations)} images")
+    click.echo(report.table)
+    for path in write_report(report, split_name, out_dir=out_dir, json_path=json_path):
+        click.echo(f"wrote {path}")

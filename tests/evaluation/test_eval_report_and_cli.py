@@ -1,0 +1,128 @@
+"""The table, the JSON, the PR plot, and ``sppdet eval`` end to end on a synthetic data set."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sppdet.data import VOCDataset
+from sppdet.detections import ClassDetections
+from sppdet.evaluation.pipeline import evaluate_split, write_report
+from sppdet.evaluation.result_files import write_result_files
+
+CLASSES = ("RBC", "WBC", "Platelets")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sppdet", *args], capture_output=True, text=True)
+
+
+def perfect_and_noise(dataset: VOCDataset, noise: bool) -> dict[str, ClassDetections]:
+    """Ground truth as detections (score 1), plus an FP above each when ``noise``."""
+    out = {}
+    for k, name in enumerate(dataset.classes):
+        ids, scores, boxes = [], [], []
+        for i in dataset.ids:
+            a = dataset.annotation(i)
+            for b in a.boxes[a.labels == k]:
+                ids.append(i); scores.append(1.0); boxes.append(b)
+                if noise:
+                    ids.append(i); scores.append(2.0); boxes.append(b + [200, 200, 200, 200])
+        out[name] = ClassDetections(ids, scores, np.array(boxes).reshape(-1, 4))
+    return out
+
+
+@pytest.fixture
+def voc(make_voc, tmp_path):
+    root = make_voc(n_images=4, classes=CLASSES[:2])       # no Platelets in the ground truth
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    return root, tmp_path / "classes.txt"
+
+
+def test_report_table_json_and_plot(voc, tmp_path):
+    root, _ = voc
+    ds = VOCDataset(root, split="train", classes=CLASSES)
+    anns = [ds.annotation(i) for i in ds.ids]
+    report = evaluate_split(perfect_and_noise(ds, noise=True), anns, ds.classes)
+    # each class: FP (score 2) then TP per box, alternating: rec .5 .5 1 1, prec 0 .5 1/3 .5
+    ev = report.voc.per_class["RBC"]
+    assert ev.fp.tolist() == [1, 1, 0, 0] and ev.tp.tolist() == [0, 0, 1, 1]
+    table = report.table
+    for name in CLASSES:
+        assert name in table
+    assert "n/a" in table and "mAP" in table            # Platelets: no ground truth
+    data = report.to_json()
+    assert data["metric"] == "voc07_11pt" and data["AP"]["Platelets"] is None
+    assert data["mAP"] == pytest.approx(np.mean([data["AP"]["RBC"], data["AP"]["WBC"]]))
+    assert 0 <= data["mAP"] <= 1 and 0 <= data["mAP_area"] <= 1 and 0 <= data["coco"]["AP"] <= 1
+    paths = write_report(report, "train", out_dir=tmp_path / "out", json_path=tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text())["AP_area"] == data["AP_area"]
+    png = tmp_path / "out" / "pr_curves_train.png"
+    assert png in paths and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "out" / "eval_train.txt").read_text().startswith("class")
+
+
+def test_cli_eval_detections(voc, tmp_path):
+    root, classes = voc
+    ds = VOCDataset(root, split="train", classes=CLASSES)
+    write_result_files(tmp_path / "dets", "train", perfect_and_noise(ds, noise=False), CLASSES)
+    r = run_cli("eval", "--voc", str(root), "--split", "train", "--classes", str(classes),
+                "--detections", str(tmp_path / "dets"), "--out", str(tmp_path / "out"),
+                "--json", str(tmp_path / "m.json"))
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data["mAP"] == 1.0 and data["mAP_area"] == 1.0 and data["AP"]["Platelets"] is None
+    assert math.isclose(data["coco"]["AP"], 1.0)
+    assert set(data) >= {"metric", "mAP", "AP", "mAP_area", "AP_area", "coco"}
+    assert (tmp_path / "out" / "pr_curves_train.png").is_file()
+    assert "mAP" in r.stdout and "100.0" in r.stdout
+    # --limit: detections on later images are ignored, with a note
+    r = run_cli("eval", "--voc", str(root), "--classes", str(classes), "--limit", "2",
+                "--detections", str(tmp_path / "dets"), "--no-coco")
+    assert r.returncode == 0 and "ignored 2 detections" in r.stderr
+
+
+def test_cli_eval_errors_are_one_line(voc, tmp_path):
+    root, classes = voc
+    (tmp_path / "dets").mkdir()
+    r = run_cli("eval", "--voc", str(root), "--classes", str(classes), "--detections", str(tmp_path / "dets"))
+    assert r.returncode == 1 and "missing result files" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("eval", "--voc", str(root), "--classes", str(classes))
+    assert r.returncode == 1 and "exactly one of --detections" in r.stderr
+    r = run_cli("eval", "--voc", str(root), "--classes", str(classes), "--detections", str(tmp_path / "dets"),
+                "--device", "cpu")
+    assert r.returncode != 0 and "only apply with --model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_model_path_calls_the_detector_and_writes_result_files(voc, tmp_path, monkeypatch):
+    import types
+
+    from sppdet.detections import Detections
+    from sppdet.errors import SppdetError
+    from sppdet.evaluation.pipeline import load_or_run_detections
+    from sppdet.evaluation.result_files import read_result_files
+
+    root, _ = voc
+    ds = VOCDataset(root, split="train", classes=CLASSES)
+    calls = {}
+
+    def detect_dataset(model_dir, dataset, **kwargs):
+        calls.update(model_dir=model_dir, kwargs=kwargs)
+        for i in dataset.ids:
+            a = dataset.annotation(i)
+            yield Detections(i, a.boxes, np.ones(len(a.boxes)), a.labels)
+
+    monkeypatch.setitem(sys.modules, "sppdet.detector", types.SimpleNamespace(detect_dataset=detect_dataset))
+    dets = load_or_run_detections(ds, "train", model_dir=tmp_path / "model", out_dir=tmp_path / "out", device="cpu")
+    assert calls == {"model_dir": tmp_path / "model", "kwargs": {"device": "cpu"}}
+    back = read_result_files(tmp_path / "out", "train", CLASSES)
+    for name in CLASSES:
+        assert back[name].image_ids.tolist() == dets[name].image_ids.tolist()
+    monkeypatch.setitem(sys.modules, "sppdet.detector", None)   # as if the module did not exist
+    with pytest.raises(SppdetError, match="--model needs sppdet.detector"):
+        load_or_run_detections(ds, "train", model_dir=tmp_path / "model")
