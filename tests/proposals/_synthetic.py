@@ -7,9 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-VOC2007 = SHARED / "data" / "VOCdevkit" / "VOC2007"
-
 # Filled rectangles: (x1, y1, x2, y2) internal convention, BGR colour. cv2.rectangle draws
 # inclusive pixel corners, so pixels x1..x2-1 are filled.
 OBJECTS = [((20, 30, 70, 90), (30, 60, 200)), ((100, 10, 150, 50), (200, 40, 40)),
@@ -38,3 +35,15 @@ def write_images(folder: Path, n: int, corrupt: tuple[int, ...] = ()) -> list[tu
             cv2.imwrite(str(path), synthetic_image(seed=i)[0])
         items.append((f"img{i:03d}", path))
     return items
+
+
+def brute_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU by plain loops, independent of the code under test."""
+    out = np.zeros((len(a), len(b)))
+    for i, (ax1, ay1, ax2, ay2) in enumerate(a):
+        for j, (bx1, by1, bx2, by2) in enumerate(b):
+            iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
+            ih = max(0.0, min(ay2, by2) - max(ay1, by1))
+            inter = iw * ih
+            out[i, j] = inter / ((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter)
+    return out

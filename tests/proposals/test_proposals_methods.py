@@ -10,21 +10,9 @@ from proposals import CommonOptions, ProposalError, ProposalMethod, create_metho
 from proposals.base import _REGISTRY, available_methods, register
 from proposals.edge_boxes import edgeboxes_rects_to_xyxy
 from proposals.edges import EDGE_MODEL_ENV, SobelCannyEdges, orientation_from_edges
-from tests.proposals._synthetic import synthetic_image
+from tests.proposals._synthetic import brute_iou, synthetic_image
 
 METHODS = ["ss-fast", "ss-quality", "edgeboxes"]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Brute-force pairwise IoU, independent of the code under test."""
-    out = np.zeros((len(a), len(b)))
-    for i, (ax1, ay1, ax2, ay2) in enumerate(a):
-        for j, (bx1, by1, bx2, by2) in enumerate(b):
-            iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
-            ih = max(0.0, min(ay2, by2) - max(ay1, by1))
-            inter = iw * ih
-            out[i, j] = inter / ((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter)
-    return out
 
 
 def _check_valid(p, width: int, height: int, common: CommonOptions) -> None:
@@ -45,7 +33,7 @@ def test_method_output_is_valid_and_finds_objects(name):
     common = CommonOptions(min_side=4)
     p = create_method(name, common)(img)
     _check_valid(p, 160, 120, common)
-    best = _iou(gt, p.boxes.astype(np.float64)).max(axis=1)
+    best = brute_iou(gt, p.boxes.astype(np.float64)).max(axis=1)
     # Selective search recovers flat rectangles exactly; EdgeBoxes' windows are coarser.
     assert (best >= (0.99 if name.startswith("ss") else 0.7)).all(), best
 
@@ -80,7 +68,7 @@ def test_downscaled_boxes_come_back_in_original_pixels():
     p = create_method("ss-fast", common)(big)
     _check_valid(p, 320, 240, common)
     assert p.boxes[:, 2].max() > 160  # boxes span the original image, not the small copy
-    best = _iou(gt * 2, p.boxes.astype(np.float64)).max(axis=1)
+    best = brute_iou(gt * 2, p.boxes.astype(np.float64)).max(axis=1)
     assert (best >= 0.95).all(), best
 
 
@@ -166,3 +154,13 @@ def test_a_new_method_is_one_small_class():
         np.testing.assert_array_equal(p.boxes, [[0, 0, 40, 30]])  # clipped copy deduped
     finally:
         _REGISTRY.pop("test-whole-image")
+
+
+def test_package_imports_neither_torch_nor_sppdet():
+    import subprocess
+    import sys
+
+    code = ("import sys, proposals; proposals.available_methods(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'sppdet')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
