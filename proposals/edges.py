@@ -67,7 +67,10 @@ class SobelCannyEdges:
         # One blur for both: it removes texture edges, which make EdgeBoxes slow.
         blurred = cv2.GaussianBlur(gray, (0, 0), self.blur_sigma)
         g = blurred.astype(np.float32) / 255.0
-        mag = cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3))
+        gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+        # Not cv2.magnitude: its last bits depend on the arrays' memory alignment.
+        mag = np.sqrt(gx * gx + gy * gy)
         thin = cv2.Canny(blurred, self.canny_low, self.canny_high) > 0
         edges = np.zeros_like(mag)
         if thin.any():
