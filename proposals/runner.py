@@ -136,6 +136,9 @@ def run_proposals(
 
     ``workers`` defaults to the number of CPU cores; 1 runs in this process. Raises
     ``CacheMismatchError`` before any work if ``out_dir`` holds another configuration.
+    Workers are started with "spawn" (the same on every platform; no fork of a process
+    that may hold threads), so a script calling this with workers > 1 needs the usual
+    ``if __name__ == "__main__":`` guard.
     """
     items = [(str(i), str(p)) for i, p in items]
     ids = [i for i, _ in items]

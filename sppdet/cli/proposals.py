@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from proposals import available_methods
 from sppdet.cli.options import dataset_options
 from sppdet.data import VOCDataset
 from sppdet.errors import ConfigMismatchError, DataError, SppdetError
@@ -15,8 +16,8 @@ MAX_LISTED_FAILURES = 20
 
 @click.command("proposals")
 @dataset_options
-@click.option("--method", required=True, type=click.Choice(["ss-fast", "ss-quality", "edgeboxes"]),
-              help="Selective search (fast or quality mode) or EdgeBoxes.")
+@click.option("--method", required=True, type=click.Choice(available_methods()),
+              help="Selective search (ss-fast, ss-quality) or EdgeBoxes (see docs/proposals.md).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Cache directory: meta.json plus one <image_id>.npz per image.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
@@ -59,6 +60,8 @@ def proposals_cmd(dataset: VOCDataset, method: str, out_dir: Path, workers: int 
         raise ConfigMismatchError(str(e)) from None
     except ProposalError as e:
         raise DataError(str(e)) from None
+    except OSError as e:  # e.g. --out not writable
+        raise DataError(f"{e.filename or out_dir}: {e.strerror or e}") from None
 
     report = summary.to_dict()
     save_json(out_dir / "last_run.json", {"dataset": dataset.name, "method": proposer.name, **report})
