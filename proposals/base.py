@@ -40,7 +40,7 @@ class CommonOptions:
     """
 
     max_boxes: int = 2000
-    min_side: float = 10.0
+    min_side: float = 16.0
     dedupe: bool = True
     max_side: int = 1000
 

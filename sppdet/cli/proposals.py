@@ -24,7 +24,7 @@ MAX_LISTED_FAILURES = 20
               help="Worker processes (default: the number of CPU cores).")
 @click.option("--max-boxes", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Keep at most N boxes per image, best first.")
-@click.option("--min-side", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--min-side", type=click.FloatRange(min=0), default=16.0, show_default=True,
               help="Drop boxes narrower or shorter than this (original pixels).")
 @click.option("--dedupe/--no-dedupe", default=True, show_default=True,
               help="Drop boxes equal to an earlier one after rounding to whole pixels.")
