@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "data-stats": "sppdet.cli.data_stats:data_stats",
     "make-split": "sppdet.cli.make_split:make_split",
     "proposals": "sppdet.cli.proposals:proposals_cmd",
+    "extract": "sppdet.cli.extract:extract",
     "eval": "sppdet.cli.eval:eval_cmd",
 }
 

@@ -1,0 +1,223 @@
+"""Backbone registry: the conv trunk that SPP pools from, with its geometry.
+
+Each entry names a network, the layer it is cut at, and how to build it. Stride and
+centre offset are derived from the trunk's layers (``geometry.derive_geometry``), never
+typed in. Adding a backbone is one ``BackboneSpec`` in ``BACKBONES``.
+
+Weights (``get_backbone(name, weights)``):
+- ``None``: the backbone's default torchvision weights (ImageNet), through torchvision's
+  weights API; the file is looked up in ``$TORCH_HOME/hub/checkpoints`` and downloaded
+  when missing (an ``SppdetError`` says so when that is impossible).
+- a torchvision weights name such as ``"IMAGENET1K_V1"``;
+- ``"random"`` / ``"none"``: random initialisation with a fixed seed, so two runs give the
+  same network (and a cache built with it stays valid);
+- a path to a ``.pth`` / ``.pt`` state dict, of the whole model or of the trunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from sppdet.errors import SppdetError
+from sppdet.features.geometry import derive_geometry
+
+RANDOM_WEIGHTS = "random"
+RANDOM_SEED = 0
+
+
+def _zf5() -> nn.Module:
+    """ZF-5 (Zeiler & Fergus 2014, as in the SPP-net paper's Table 1), cut at conv5.
+
+    conv1 96x7x7/2, LRN, pool 3x3/2; conv2 256x5x5/2, LRN, pool 3x3/2; conv3 384x3x3;
+    conv4 384x3x3; conv5 256x3x3. Every layer is padded by floor(p/2), the paper's
+    appendix assumption, so its centre offset is 0 and its stride 16.
+    """
+
+    def lrn() -> nn.Module:
+        return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
+
+    return nn.Sequential(
+        nn.Conv2d(3, 96, 7, stride=2, padding=3), nn.ReLU(inplace=True), lrn(),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(96, 256, 5, stride=2, padding=2), nn.ReLU(inplace=True), lrn(),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+    )
+
+
+def _resnet_c4(model: nn.Module) -> nn.Module:
+    m = model
+    return nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone and where to cut it."""
+
+    name: str
+    layer: str  # the pooled layer, as a readable description
+    channels: int
+    build: Callable[[], nn.Module]  # the whole network, random init
+    cut: Callable[[nn.Module], nn.Module]  # whole network -> conv trunk
+    torchvision_name: str | None = None  # for torchvision's weights API
+    default_weights: str = RANDOM_WEIGHTS
+
+
+def _tv(name: str) -> Callable[[], nn.Module]:
+    return lambda: torchvision.models.get_model(name, weights=None)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec("mobilenet_v2", "features[:14] (block 13, stride 16)", 96,
+                     _tv("mobilenet_v2"), lambda m: m.features[:14], "mobilenet_v2", "IMAGENET1K_V1"),
+        BackboneSpec("alexnet", "features[:12] (conv5 + ReLU)", 256,
+                     _tv("alexnet"), lambda m: m.features[:12], "alexnet", "IMAGENET1K_V1"),
+        BackboneSpec("vgg16", "features[:30] (conv5_3 + ReLU)", 512,
+                     _tv("vgg16"), lambda m: m.features[:30], "vgg16", "IMAGENET1K_V1"),
+        BackboneSpec("resnet50", "layer3 (C4)", 1024,
+                     _tv("resnet50"), _resnet_c4, "resnet50", "IMAGENET1K_V1"),
+        BackboneSpec("zf5", "conv5 + ReLU", 256, _zf5, lambda m: m),
+    )
+}
+DEFAULT_BACKBONE = "mobilenet_v2"
+
+
+class Backbone(nn.Module):
+    """A conv trunk (image batch -> feature map) with the geometry the mapping needs."""
+
+    def __init__(self, name: str, trunk: nn.Module, layer: str, channels: int, weights: str):
+        super().__init__()
+        self.name = name
+        self.trunk = trunk
+        self.layer = layer
+        self.channels = channels
+        self.weights = weights  # identifier recorded in caches and models
+        geometry = derive_geometry(trunk)
+        self.stride: int = geometry.stride
+        self.offset: float = geometry.offset
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trunk(images)
+
+    def describe(self) -> dict:
+        """The configuration a cache or a model records."""
+        return {"backbone": self.name, "weights": self.weights, "layer": self.layer,
+                "channels": self.channels, "stride": self.stride, "offset": self.offset}
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm2d into the Conv2d just before it (in place).
+
+    Only inside containers whose forward applies children in registration order
+    (nn.Sequential, torchvision's ResNet blocks). Same outputs up to float rounding, one
+    pass over the activations fewer per layer: about 1.3x faster on the CPU.
+    """
+    for child in module.children():
+        fold_batchnorm(child)
+    if isinstance(module, (nn.Sequential, BasicBlock, Bottleneck)):
+        names = list(module._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = module._modules[a], module._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                module._modules[a] = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                module._modules[b] = nn.Identity()
+    return module
+
+
+def backbone_names() -> list[str]:
+    return list(BACKBONES)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_file(spec: BackboneSpec, model: nn.Module, path: Path) -> None:
+    """Load a state dict of the whole model or of the trunk from ``path``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors come in many types
+        raise SppdetError(f"cannot read weights file {path}: {e}") from e
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+    if not isinstance(state, dict):
+        raise SppdetError(f"weights file {path} holds no state dict")
+    trunk = spec.cut(model)
+    for target in (model, trunk):
+        expected = set(target.state_dict())
+        if expected <= set(state):
+            try:
+                target.load_state_dict({k: state[k] for k in expected})
+            except RuntimeError as e:
+                raise SppdetError(f"weights file {path} does not fit {spec.name}: {e}") from e
+            return
+    missing = sorted(set(trunk.state_dict()) - set(state))[:3]
+    raise SppdetError(f"weights file {path} does not fit {spec.name}: missing keys such as {missing}")
+
+
+def _load_torchvision(spec: BackboneSpec, model: nn.Module, name: str) -> str:
+    """Load torchvision's named weights through its weights API (cache, then download)."""
+    if spec.torchvision_name is None:
+        raise SppdetError(f"{spec.name} has no torchvision weights; use --weights random or a weights file")
+    enum = torchvision.models.get_model_weights(spec.torchvision_name)
+    try:
+        entry = enum.verify(name)
+    except (ValueError, KeyError) as e:
+        choices = ", ".join(w.name for w in enum)
+        raise SppdetError(f"unknown weights {name!r} for {spec.name} (torchvision has: {choices}; "
+                          f"or give 'random' or a .pth file)") from e
+    try:
+        state = entry.get_state_dict(progress=False, check_hash=True)
+    except Exception as e:  # URLError, OSError, hash mismatch, ...
+        raise SppdetError(
+            f"cannot load {spec.name} weights {entry.name}: not in the torch cache "
+            f"({torch.hub.get_dir()}/checkpoints) and download failed ({e}); set TORCH_HOME to "
+            f"where the file is, or use --weights random or --weights FILE.pth") from e
+    model.load_state_dict(state)
+    return entry.name
+
+
+def get_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None) -> Backbone:
+    """Build a registered backbone, load its weights, and return it in eval mode."""
+    spec = BACKBONES.get(name)
+    if spec is None:
+        raise SppdetError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    weights = spec.default_weights if weights is None else weights
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        model = spec.build()
+    if weights.lower() in (RANDOM_WEIGHTS, "none"):
+        ident = f"{RANDOM_WEIGHTS}(seed={RANDOM_SEED})"
+    elif Path(weights).suffix in (".pth", ".pt") or Path(weights).is_file():
+        path = Path(weights)
+        if not path.is_file():
+            raise SppdetError(f"weights file {path} not found")
+        _load_file(spec, model, path)
+        ident = f"file:{path.name}#sha256:{_file_sha256(path)[:16]}"
+    else:
+        ident = _load_torchvision(spec, model, weights)
+    trunk = fold_batchnorm(spec.cut(model).eval())
+    backbone = Backbone(spec.name, trunk, spec.layer, spec.channels, ident)
+    backbone.eval()
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    return backbone

@@ -1,0 +1,162 @@
+"""The conv-map cache: one float16 file per image, pooled on demand.
+
+Layout of a cache directory::
+
+    manifest.json        {"format", "config", "hash", "levels", "sppdet"}
+    <image_id>.npz       map_0 .. map_{S-1} (C, H_s, W_s) float16, factors (S, 2),
+                         image_hw (2,), scales (S,)
+
+``config`` holds everything the maps depend on (backbone, weights, layer, geometry,
+scales, longer-side cap) and the proposal method; ``hash`` is a digest of it. Opening a
+cache with another configuration raises ``ConfigMismatchError`` naming the keys that
+differ. Caching maps rather than pooled windows keeps a VOC image at a few MB instead of
+about 100 MB (2,000 windows x 12,800 floats).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from sppdet import __version__
+from sppdet.errors import ConfigMismatchError, DataError
+from sppdet.features.extractor import FeatureMaps, pool_windows
+from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
+from sppdet.fileio import load_json, save_json, save_npz
+
+CACHE_FORMAT = 1
+MANIFEST = "manifest.json"
+REQUIRED_KEYS = ("backbone", "weights", "layer", "channels", "stride", "offset", "scales", "max_size")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Short stable digest of a configuration (sorted-key JSON)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_image_id(image_id: str) -> str:
+    if not image_id or image_id.startswith(".") or any(c in image_id for c in "/\\\0"):
+        raise DataError(f"invalid image id {image_id!r} for a cache file name")
+    return image_id
+
+
+class FeatureCache:
+    """Conv maps of a data set's images, with the configuration that made them."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        path = self.dir / MANIFEST
+        if not path.is_file():
+            raise DataError(f"{self.dir}: not a feature cache (no {MANIFEST}); run `sppdet extract` first")
+        try:
+            manifest = load_json(path)
+            config = manifest["config"]
+            if manifest.get("format") != CACHE_FORMAT:
+                raise DataError(f"{path}: cache format {manifest.get('format')!r}, expected {CACHE_FORMAT}")
+            missing = [k for k in REQUIRED_KEYS if k not in config]
+            if missing:
+                raise DataError(f"{path}: manifest config lacks {', '.join(missing)}")
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: unreadable cache manifest ({e})") from e
+        self.config: dict[str, Any] = config
+        self.hash: str = config_hash(config)
+        self.levels: tuple[int, ...] = tuple(manifest.get("levels", DEFAULT_LEVELS))
+        self.spp = SpatialPyramidPooling(self.levels)
+
+    @classmethod
+    def create(cls, directory: str | os.PathLike, config: dict[str, Any],
+               levels: Sequence[int] = DEFAULT_LEVELS) -> "FeatureCache":
+        """Open the cache at ``directory`` for ``config``, creating it if absent.
+
+        An existing cache made with another configuration is refused
+        (``ConfigMismatchError`` naming the differing keys); it is never overwritten.
+        """
+        directory = Path(directory)
+        config = json.loads(json.dumps(config))  # plain JSON types, as stored
+        if (directory / MANIFEST).exists():
+            cache = cls(directory)
+            cache.check(config)
+            return cache
+        missing = [k for k in REQUIRED_KEYS if k not in config]
+        if missing:
+            raise ValueError(f"cache config lacks {', '.join(missing)}")
+        if directory.exists() and any(directory.glob("*.npz")):
+            raise DataError(f"{directory}: holds .npz files but no {MANIFEST}; choose an empty folder")
+        directory.mkdir(parents=True, exist_ok=True)
+        save_json(directory / MANIFEST, {"format": CACHE_FORMAT, "config": config,
+                                         "hash": config_hash(config), "levels": list(levels),
+                                         "sppdet": __version__})
+        return cls(directory)
+
+    def check(self, config: dict[str, Any]) -> None:
+        """Raise ConfigMismatchError unless ``config`` is the one this cache was made with."""
+        config = json.loads(json.dumps(config))
+        if config_hash(config) == self.hash:
+            return
+        keys = sorted(set(config) | set(self.config))
+        diffs = [f"{k}: cache has {self.config.get(k)!r}, asked {config.get(k)!r}"
+                 for k in keys if config.get(k) != self.config.get(k)]
+        raise ConfigMismatchError(
+            f"feature cache {self.dir} was made with another configuration ({'; '.join(diffs)}); "
+            f"use another output folder or delete this one")
+
+    @property
+    def dim(self) -> int:
+        return self.spp.output_dim(int(self.config["channels"]))
+
+    def path(self, image_id: str) -> Path:
+        return self.dir / f"{_check_image_id(image_id)}.npz"
+
+    def has(self, image_id: str) -> bool:
+        return self.path(image_id).is_file()
+
+    def image_ids(self) -> list[str]:
+        return sorted(p.stem for p in self.dir.glob("*.npz") if not p.name.startswith("."))
+
+    def bytes_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.dir.glob("*.npz"))
+
+    def save(self, image_id: str, maps: FeatureMaps) -> Path:
+        """Write one image's maps (float16) atomically."""
+        if tuple(maps.scales) != tuple(self.config["scales"]):
+            raise ValueError(f"maps at scales {maps.scales}, cache expects {self.config['scales']}")
+        arrays = {f"map_{i}": m.detach().to("cpu", torch.float16).numpy() for i, m in enumerate(maps.maps)}
+        arrays["factors"] = np.asarray(maps.factors, dtype=np.float64)
+        arrays["image_hw"] = np.asarray(maps.image_hw, dtype=np.int64)
+        arrays["scales"] = np.asarray(maps.scales, dtype=np.int64)
+        path = self.path(image_id)
+        save_npz(path, **arrays)
+        return path
+
+    def load_maps(self, image_id: str, device: str | torch.device = "cpu") -> FeatureMaps:
+        """Read one image's maps (float16 tensors on ``device``)."""
+        path = self.path(image_id)
+        if not path.is_file():
+            raise DataError(f"{path}: image {image_id!r} is not in the feature cache {self.dir}")
+        try:
+            with np.load(path) as data:
+                scales = tuple(int(s) for s in data["scales"])
+                maps = [torch.from_numpy(data[f"map_{i}"]).to(device) for i in range(len(scales))]
+                factors = data["factors"].astype(np.float64)
+                hw = tuple(int(v) for v in data["image_hw"])
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+            raise DataError(f"{path}: unreadable cache file ({e}); delete it and run extract again") from e
+        if scales != tuple(self.config["scales"]):
+            raise DataError(f"{path}: scales {scales} differ from the manifest's {self.config['scales']}")
+        return FeatureMaps(maps, factors, (hw[0], hw[1]), scales)
+
+    @torch.inference_mode()
+    def pooled(self, image_id: str, boxes: np.ndarray,
+               device: str | torch.device = "cpu") -> np.ndarray:
+        """(N, D) float32 SPP features of internal boxes (original image pixels)."""
+        maps = self.load_maps(image_id, device)
+        feats = pool_windows(maps, boxes, int(self.config["stride"]), float(self.config["offset"]), self.spp)
+        return feats.cpu().numpy()

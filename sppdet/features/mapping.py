@@ -1,0 +1,59 @@
+"""Window -> feature-map cells, by the SPP-net paper's appendix.
+
+A cell j of a trunk with total stride S and centre offset o (``geometry.py``) is centred
+at input pixel index ``S j + o`` (0-based). The appendix (written for o = 0) maps a window
+whose left edge pixel is x to the left cell ``floor(x / S) + 1`` and one whose right edge
+pixel is x to the right cell ``ceil(x / S) - 1``: the cells kept are those whose centres
+lie strictly between the window's first and last pixels. We apply it in 0-based pixel
+indices, where the appendix's "centred at (S x', S y')" holds exactly, with the offset
+subtracted first:
+
+    left  = floor((x1 - o) / S) + 1          x1: first pixel inside the window
+    right = ceil((x2 - 1 - o) / S) - 1       x2 - 1: last pixel inside (x2 exclusive)
+
+Cells are clamped to the map. Where a window collapses (left > right: narrower than
+about two strides, or outside the map), it keeps one cell, the one whose centre is
+nearest the window's centre (clamped to the map), rather than an empty region.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_EPS = 1e-6  # keeps exact multiples of S from tipping over through float error
+
+
+def map_windows(boxes: torch.Tensor | np.ndarray, stride: int, offset: float,
+                map_hw: tuple[int, int] | torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Map internal boxes (N, 4) in the resized image's pixels to inclusive cell boxes.
+
+    ``map_hw`` is the map's (height, width), or one (height, width) per box, (N, 2).
+    Returns a (N, 4) int64 tensor (x0, y0, x1, y1), 0 <= x0 <= x1 < W, 0 <= y0 <= y1 < H,
+    on the boxes' device.
+    """
+    b = torch.as_tensor(boxes).reshape(-1, 4).to(torch.float64)
+    hw = torch.as_tensor(map_hw, dtype=torch.float64, device=b.device).reshape(-1, 2)
+    first = b[:, :2]  # first pixel inside, x and y
+    last = b[:, 2:] - 1.0  # last pixel inside
+    lo = torch.floor((first - offset) / stride + _EPS) + 1
+    hi = torch.ceil((last - offset) / stride - _EPS) - 1
+    limit = hw.flip(1) - 1  # (width - 1, height - 1), per box or shared
+    lo = torch.minimum(lo.clamp_min(0), limit)
+    hi = torch.minimum(hi.clamp_min(0), limit)
+    centre = torch.floor(((first + last) / 2 - offset) / stride + 0.5)  # ties go right
+    centre = torch.minimum(centre.clamp_min(0), limit)
+    collapsed = lo > hi
+    lo = torch.where(collapsed, centre, lo)
+    hi = torch.where(collapsed, centre, hi)
+    return torch.cat([lo, hi], dim=1).to(torch.int64)
+
+
+def scale_boxes(boxes: np.ndarray | torch.Tensor, factors_xy: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Boxes in original pixels -> boxes in the resized image (x by fx, y by fy).
+
+    ``factors_xy`` is one (fx, fy) pair, or one pair per box, (N, 2).
+    """
+    b = torch.as_tensor(boxes).reshape(-1, 4).to(torch.float64)
+    f = torch.as_tensor(factors_xy, dtype=torch.float64, device=b.device).reshape(-1, 2)
+    return b * f.repeat(1, 2)

@@ -1,0 +1,159 @@
+"""Spatial pyramid pooling against a brute-force loop over windows and bins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sppdet.features.spp import SpatialPyramidPooling, bin_edges, floor_log2
+
+
+def brute_force(maps, rois, levels):
+    """Loop over windows, levels and bins; bin i of n over a cells: [floor(i a/n), ceil((i+1) a/n))."""
+    rows = []
+    for m, x0, y0, x1, y1 in rois:
+        fmap = maps[m].double()
+        parts = []
+        for n in levels:
+            w, h = x1 - x0 + 1, y1 - y0 + 1
+            level = torch.empty(n, n, fmap.shape[0], dtype=torch.float64)
+            for i in range(n):
+                ys, ye = y0 + (i * h) // n, y0 + -(-((i + 1) * h) // n)
+                for j in range(n):
+                    xs, xe = x0 + (j * w) // n, x0 + -(-((j + 1) * w) // n)
+                    level[i, j] = fmap[:, ys:ye, xs:xe].amax(dim=(1, 2))
+            parts.append(level.reshape(-1))
+        rows.append(torch.cat(parts))
+    return torch.stack(rows).float()
+
+
+def random_rois(rng, sizes, k):
+    """Random windows on maps of the given (h, w), with one-cell windows, edge windows
+    and whole-map windows mixed in."""
+    rois = []
+    for t in range(k):
+        m = int(rng.integers(len(sizes)))
+        h, w = sizes[m]
+        kind = t % 4
+        if kind == 0:  # one cell
+            x0 = x1 = int(rng.integers(w))
+            y0 = y1 = int(rng.integers(h))
+        elif kind == 1:  # touching the right / bottom edge
+            x0, y0 = int(rng.integers(w)), int(rng.integers(h))
+            x1, y1 = w - 1, h - 1
+        elif kind == 2:  # touching the left / top edge
+            x0, y0 = 0, 0
+            x1, y1 = int(rng.integers(w)), int(rng.integers(h))
+        else:
+            x0, y0 = int(rng.integers(w)), int(rng.integers(h))
+            x1, y1 = int(rng.integers(x0, w)), int(rng.integers(y0, h))
+        rois.append((m, x0, y0, x1, y1))
+    rois.append((0, 0, 0, sizes[0][1] - 1, sizes[0][0] - 1))  # the whole map
+    return rois
+
+
+@pytest.mark.parametrize("levels", [(1, 2, 3, 6), (1, 2, 4), (2, 3, 5), (4,)])
+def test_matches_brute_force_on_random_maps(levels):
+    rng = np.random.default_rng(sum(levels))
+    sizes = [(13, 17), (30, 9), (1, 1), (2, 40)]
+    maps = [torch.randn(5, h, w, generator=torch.Generator().manual_seed(i)) for i, (h, w) in enumerate(sizes)]
+    rois = random_rois(rng, sizes, 300)
+    spp = SpatialPyramidPooling(levels)
+    got = spp(maps, torch.tensor(rois))
+    assert got.shape == (len(rois), 5 * sum(n * n for n in levels))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, brute_force(maps, rois, levels), rtol=0, atol=0)
+
+
+def test_single_map_and_batch_inputs():
+    rng = np.random.default_rng(3)
+    fmap = torch.randn(4, 11, 14)
+    rois = random_rois(rng, [(11, 14)], 60)
+    spp = SpatialPyramidPooling()
+    want = brute_force([fmap], rois, (1, 2, 3, 6))
+    cells = torch.tensor([r[1:] for r in rois])
+    torch.testing.assert_close(spp(fmap, cells), want, rtol=0, atol=0)  # (K, 4), one map
+    batch = torch.stack([torch.randn(4, 11, 14), fmap])
+    rois_b = torch.cat([torch.ones(len(rois), 1, dtype=torch.int64), cells], dim=1)
+    torch.testing.assert_close(spp(batch, rois_b), want, rtol=0, atol=0)
+
+
+def test_whole_map_equals_adaptive_max_pool():
+    x = torch.randn(3, 6, 19, 23)
+    out = SpatialPyramidPooling()(x)  # rois=None: each whole map
+    want = torch.cat([F.adaptive_max_pool2d(x, n).permute(0, 2, 3, 1).reshape(3, -1)
+                      for n in (1, 2, 3, 6)], dim=1)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+
+
+def test_feature_dimension_is_channels_times_50():
+    spp = SpatialPyramidPooling()
+    assert spp.num_bins == 50
+    assert spp.output_dim(96) == 4800 and spp.output_dim(256) == 12800
+    out = spp(torch.randn(96, 8, 8), torch.tensor([[0, 0, 7, 7], [2, 3, 2, 3]]))
+    assert out.shape == (2, 96 * 50)
+
+
+def test_bin_edges_never_make_extra_bins():
+    # a = 11, n = 4: [0,3) [2,6) [5,9) [8,11) -- four bins, not the five of ceil/floor pooling
+    start, end = bin_edges(torch.tensor([0]), torch.tensor([10]), 4)
+    assert start.tolist() == [[0, 2, 5, 8]] and end.tolist() == [[3, 6, 9, 11]]
+    lo = torch.zeros(200, dtype=torch.int64)
+    hi = torch.arange(200)
+    for n in (1, 2, 3, 6):
+        s, e = bin_edges(lo, hi, n)
+        assert (e > s).all()  # no empty bin, even for one-cell windows
+        assert (s[:, 0] == 0).all() and (e[:, -1] == hi + 1).all()  # bins cover the window
+
+
+def test_floor_log2_exact():
+    v = torch.arange(1, 5000)
+    assert floor_log2(v).tolist() == [int(np.floor(np.log2(x))) for x in range(1, 5000)]
+
+
+def test_float16_maps_pool_exactly_and_duplicates():
+    rng = np.random.default_rng(4)
+    fmap = torch.randn(8, 12, 15).half()
+    rois = random_rois(rng, [(12, 15)], 40)
+    rois = rois + rois[:30] * 3  # many duplicates: the distinct windows are pooled once
+    cells = torch.tensor([r[1:] for r in rois])
+    out = SpatialPyramidPooling()(fmap, cells)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, brute_force([fmap.float()], rois, (1, 2, 3, 6)), rtol=0, atol=0)
+
+
+def test_gradient_reaches_the_max_of_every_bin():
+    x = torch.randn(2, 4, 9, 10, requires_grad=True)
+    spp = SpatialPyramidPooling((1, 2))
+    out = spp(x)
+    out.sum().backward()
+    # Each of the 2 x 4 x 5 outputs sends gradient 1 to its argmax (random values: no ties).
+    assert x.grad.sum().item() == pytest.approx(out.numel())
+    assert (x.grad.flatten(1).amax(1) >= 1).all()
+
+
+@pytest.mark.parametrize("bad", [
+    [[0, 0, 0, 10, 3]],  # x1 outside the 8-wide map
+    [[0, 3, 0, 2, 3]],  # x0 > x1
+    [[1, 0, 0, 1, 1]],  # map index 1 of 1
+    [[0, -1, 0, 1, 1]],
+])
+def test_invalid_rois_are_refused(bad):
+    with pytest.raises(ValueError):
+        SpatialPyramidPooling()(torch.randn(3, 6, 8), torch.tensor(bad))
+
+
+def test_float_rois_and_bad_levels_refused():
+    with pytest.raises(ValueError, match="integer"):
+        SpatialPyramidPooling()(torch.randn(3, 6, 8), torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
+    with pytest.raises(ValueError):
+        SpatialPyramidPooling((1, 1, 2))
+    with pytest.raises(ValueError):
+        SpatialPyramidPooling((0, 2))
+
+
+def test_empty_rois():
+    out = SpatialPyramidPooling()(torch.randn(3, 6, 8), torch.zeros((0, 4), dtype=torch.int64))
+    assert out.shape == (0, 150)
