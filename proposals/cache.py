@@ -1,0 +1,148 @@
+"""The per-image proposal cache: a directory with meta.json and one .npz per image.
+
+Layout (the contract read by the feature, training and test steps)::
+
+    DIR/meta.json        {"format": 1, "method": "ss-fast", "params": {...}}
+    DIR/<image_id>.npz   boxes float32 (N, 4) internal (x1, y1, x2, y2), original pixels,
+                         inside the image, best first; scores float32 (N,);
+                         image_hw int32 (2,) the image's height and width
+
+Every file is written atomically, so a file under its final name is always complete, and
+a resumed run only has to skip the ids whose file exists. One writer per directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from proposals._io import TMP_SUFFIX, save_json, save_npz
+from proposals.errors import CacheMismatchError, CacheMissingError, ProposalError
+from proposals.postprocess import Proposals
+
+FORMAT_VERSION = 1
+META_NAME = "meta.json"
+
+
+def _canonical(obj: Any) -> Any:
+    """JSON round trip, so that tuples and lists (and key order) compare equal."""
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
+class ProposalCache:
+    """Read (and, after ``create``, write) the proposals of a directory."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self._meta: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------- writing
+    @classmethod
+    def create(cls, root: str | os.PathLike, method: str, params: dict[str, Any]) -> "ProposalCache":
+        """Open ``root`` for writing proposals of ``method`` with ``params``.
+
+        A new directory records them in meta.json. An existing one must have been made
+        with the same method and parameters, else ``CacheMismatchError`` lists the
+        differences. Stale temporary files of an interrupted run are removed.
+        """
+        cache = cls(root)
+        meta = {"format": FORMAT_VERSION, "method": method, "params": _canonical(params)}
+        meta_path = cache.root / META_NAME
+        if meta_path.exists():
+            old = cache.meta
+            if old.get("method") != method or _canonical(old.get("params")) != meta["params"]:
+                raise CacheMismatchError(
+                    f"{cache.root}: holds proposals made with other settings "
+                    f"({_describe_diff(old, meta)}); use another --out directory, or delete "
+                    f"this one to recompute")
+        else:
+            if cache.root.exists() and not cache.root.is_dir():
+                raise ProposalError(f"{cache.root}: exists and is not a directory")
+            if cache.root.is_dir() and any(cache.root.glob("*.npz")):
+                raise CacheMismatchError(f"{cache.root}: has .npz files but no {META_NAME}; "
+                                         f"refusing to mix them with new proposals")
+            save_json(meta_path, meta)
+            cache._meta = meta
+        for stale in cache.root.glob(f".*{TMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)
+        return cache
+
+    def save(self, image_id: str, proposals: Proposals, image_hw: tuple[int, int]) -> Path:
+        """Atomically write one image's proposals."""
+        path = self.path(image_id)
+        save_npz(path, boxes=np.asarray(proposals.boxes, dtype=np.float32).reshape(-1, 4),
+                 scores=np.asarray(proposals.scores, dtype=np.float32).reshape(-1),
+                 image_hw=np.asarray(image_hw, dtype=np.int32))
+        return path
+
+    # ----------------------------------------------------------------- reading
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The directory's meta.json (method, params, format)."""
+        if self._meta is None:
+            meta_path = self.root / META_NAME
+            if not meta_path.is_file():
+                raise CacheMissingError(f"{self.root}: not a proposal directory ({META_NAME} missing); "
+                                        f"make one with `sppdet proposals`")
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError) as e:
+                raise ProposalError(f"{meta_path}: unreadable ({e})") from None
+            if meta.get("format") != FORMAT_VERSION:
+                raise ProposalError(f"{meta_path}: unknown format {meta.get('format')!r} "
+                                    f"(this version reads format {FORMAT_VERSION})")
+            self._meta = meta
+        return self._meta
+
+    @property
+    def method(self) -> str:
+        return str(self.meta["method"])
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.meta["params"])
+
+    def path(self, image_id: str) -> Path:
+        if not image_id or "/" in image_id or "\\" in image_id or image_id.startswith("."):
+            raise ProposalError(f"invalid image id {image_id!r}")
+        return self.root / f"{image_id}.npz"
+
+    def has(self, image_id: str) -> bool:
+        return self.path(image_id).is_file()
+
+    def ids(self) -> list[str]:
+        """Ids of every image with a finished file, sorted."""
+        return sorted(p.stem for p in self.root.glob("*.npz") if not p.name.startswith("."))
+
+    def load(self, image_id: str) -> np.ndarray:
+        """Boxes (N, 4) float32, internal convention, original pixels, best first."""
+        return self.load_proposals(image_id).boxes
+
+    def load_proposals(self, image_id: str) -> Proposals:
+        """Boxes and scores of one image."""
+        self.meta  # noqa: B018  (fail early, and clearly, on a directory that is not a cache)
+        path = self.path(image_id)
+        if not path.is_file():
+            raise CacheMissingError(f"{path}: no proposals for image {image_id!r} "
+                                    f"(run `sppdet proposals` for it, or check the id)")
+        try:
+            with np.load(path) as data:
+                boxes = data["boxes"].astype(np.float32).reshape(-1, 4)
+                scores = data["scores"].astype(np.float32).reshape(-1)
+        except (OSError, ValueError, KeyError) as e:
+            raise ProposalError(f"{path}: unreadable proposal file ({e}); delete it and rerun") from None
+        return Proposals(boxes=boxes, scores=scores)
+
+
+def _describe_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """A short, readable list of what differs between two meta dicts."""
+    if old.get("method") != new.get("method"):
+        return f"method {old.get('method')!r} there, {new.get('method')!r} asked"
+    a, b = _canonical(old.get("params") or {}), new["params"]
+    diffs = [f"{k}: {a.get(k)!r} there, {b.get(k)!r} asked"
+             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "; ".join(diffs) or "format differs"

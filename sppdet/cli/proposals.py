@@ -1,0 +1,85 @@
+"""``sppdet proposals``: compute and cache region proposals for a data set split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from proposals import available_methods
+from sppdet.cli.options import dataset_options
+from sppdet.data import VOCDataset
+from sppdet.errors import ConfigMismatchError, DataError, SppdetError
+
+MAX_LISTED_FAILURES = 20
+
+
+@click.command("proposals")
+@dataset_options
+@click.option("--method", required=True, type=click.Choice(available_methods()),
+              help="Selective search (ss-fast, ss-quality) or EdgeBoxes (see docs/proposals.md).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Cache directory: meta.json plus one <image_id>.npz per image.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: the number of CPU cores).")
+@click.option("--max-boxes", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Keep at most N boxes per image, best first.")
+@click.option("--min-side", type=click.FloatRange(min=0), default=16.0, show_default=True,
+              help="Drop boxes narrower or shorter than this (original pixels).")
+@click.option("--dedupe/--no-dedupe", default=True, show_default=True,
+              help="Drop boxes equal to an earlier one after rounding to whole pixels.")
+@click.option("--max-side", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Down-scale images whose longer side exceeds this before proposing "
+                   "(boxes are scaled back); 0 never down-scales.")
+@click.option("--edge-model", type=click.Path(path_type=Path), default=None,
+              help="EdgeBoxes only: OpenCV's structured edge model (model.yml.gz); default "
+                   "$SPPDET_EDGE_MODEL, else a Sobel-Canny fallback edge map.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def proposals_cmd(dataset: VOCDataset, method: str, out_dir: Path, workers: int | None,
+                  max_boxes: int, min_side: float, dedupe: bool, max_side: int,
+                  edge_model: Path | None, progress: bool) -> None:
+    """Compute proposals for every image of a split into OUT, one file per image.
+
+    Images already in OUT are skipped, so an interrupted run resumes where it stopped.
+    OUT records the method and its parameters: running into it with other settings is
+    refused. An image that cannot be read is reported and the others go on; the exit
+    status is 1 if any image failed (rerun the same command to retry only those).
+    """
+    from proposals import CacheMismatchError, CommonOptions, ProposalError, create_method, run_proposals
+    from proposals._io import save_json
+
+    if edge_model is not None and method != "edgeboxes":
+        raise click.UsageError("--edge-model applies to --method edgeboxes only")
+    try:
+        common = CommonOptions(max_boxes=max_boxes, min_side=min_side, dedupe=dedupe, max_side=max_side)
+        options = {"edge_model": edge_model} if method == "edgeboxes" else {}
+        proposer = create_method(method, common, **options)
+        items = [(image_id, dataset.image_path(image_id)) for image_id in dataset.ids]
+        summary = run_proposals(proposer, items, out_dir, workers=workers, progress=progress)
+    except CacheMismatchError as e:
+        raise ConfigMismatchError(str(e)) from None
+    except ProposalError as e:
+        raise DataError(str(e)) from None
+    except OSError as e:  # e.g. --out not writable
+        raise DataError(f"{e.filename or out_dir}: {e.strerror or e}") from None
+
+    report = summary.to_dict()
+    save_json(out_dir / "last_run.json", {"dataset": dataset.name, "method": proposer.name, **report})
+    if proposer.params.get("edges") == "sobel-canny-fallback":
+        click.echo("EdgeBoxes ran on the Sobel-Canny fallback edge map (no structured edge model "
+                   "given); see docs/benchmarks.md for its recall.")
+    click.echo(f"proposals {proposer.name} -> {out_dir}: {summary.total} images: {summary.done} done, "
+               f"{summary.skipped} skipped (already cached), {len(summary.failed)} failed")
+    if summary.done:
+        click.echo(f"  {report['median_seconds_per_image']:.2f} s per image (median, one worker), "
+                   f"{report['mean_boxes_per_image']:.0f} boxes per image (mean), "
+                   f"{summary.wall_seconds:.0f} s in all")
+    for image_id, reason in summary.failed[:MAX_LISTED_FAILURES]:
+        click.echo(f"  failed {image_id}: {reason}")
+    if len(summary.failed) > MAX_LISTED_FAILURES:
+        click.echo(f"  ... and {len(summary.failed) - MAX_LISTED_FAILURES} more "
+                   f"(all listed in {out_dir / 'last_run.json'})")
+    if summary.failed:
+        raise SppdetError(f"{len(summary.failed)} of {summary.total} images failed (listed above); "
+                          f"the others are cached. Fix or drop those images and run the same "
+                          f"command again to do only them.")
