@@ -153,12 +153,27 @@ class Detector:
 
 
 def proposer_for(proposals_config: dict[str, Any], method: str | None = None) -> Proposer:
-    """The proposal method a model was trained with (or ``method``), as image -> boxes."""
-    from proposals import make_method
+    """The proposal method a model was trained with (or ``method``), as image -> boxes.
+
+    The model records the proposal cache's method and parameters; those that configure the
+    method (common options and the method's own keyword arguments) are passed back.
+    """
+    import inspect
+    from dataclasses import fields
+
+    from proposals import CommonOptions, available_methods, create_method
+    from proposals.base import _REGISTRY
 
     name = method or proposals_config.get("method") or "ss-fast"
     params = dict(proposals_config.get("params", {})) if method is None else {}
-    return make_method(name, **params)
+    available_methods()  # loads the built-in methods
+    common_keys = {f.name for f in fields(CommonOptions)}
+    common = CommonOptions(**{k: v for k, v in params.items() if k in common_keys})
+    factory = _REGISTRY.get(name)
+    accepted = set(inspect.signature(factory).parameters) if factory is not None else set()
+    options = {k: v for k, v in params.items() if k in accepted and k != "common"}
+    proposer = create_method(name, common, **options)
+    return lambda image_bgr: proposer(image_bgr).boxes
 
 
 def load_models(model_dirs: Sequence[str | os.PathLike], device: str | torch.device = "cpu"

@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning library errors into one clear line."""
     try:
         cli.main(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C into Abort; finished files are complete (atomic writes).
+        click.echo("\nInterrupted: finished files are kept; run the same command again to resume.",
+                   err=True)
         sys.exit(130)
     except click.ClickException as e:
         e.show()
@@ -62,6 +64,3 @@ def main(argv: list[str] | None = None) -> None:
     except SppdetError as e:
         click.secho(f"Error: {e}", fg="red", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("\nInterrupted: finished files are kept; run the same command again to resume.", err=True)
-        sys.exit(130)
