@@ -190,13 +190,16 @@ def load_models(model_dirs: Sequence[str | os.PathLike], device: str | torch.dev
 def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], dataset: Any,
                    proposals_dir: str | os.PathLike | None = None,
                    features_dir: str | os.PathLike | None = None,
-                   device: str | None = None, progress: bool = True,
+                   device: str | None = None, progress: bool = True, bbox_reg: bool = True,
                    **param_overrides: Any) -> Iterator[Detections]:
     """Detections for every image of ``dataset``, reusing proposal and feature caches if given."""
     from tqdm import tqdm
 
     dirs = [model_dir] if isinstance(model_dir, (str, os.PathLike)) else list(model_dir)
     models = load_models(dirs)
+    if not bbox_reg:
+        for m in models:
+            m.bbox = None
     params = DetectionParams.from_model(models[0], **param_overrides)
     detector = Detector(models, device, params)
     proposal_cache = feature_cache = None

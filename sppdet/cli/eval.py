@@ -20,6 +20,8 @@ from sppdet.data import VOCDataset
               help="With --model: proposal cache to reuse.")
 @click.option("--features", "features_dir", type=click.Path(path_type=Path), default=None,
               help="With --model: conv-feature cache to reuse.")
+@click.option("--bbox-reg/--no-bbox-reg", default=True, show_default=True,
+              help="With --model: apply the model's box regression.")
 @device_option
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder: result files (with --model), eval_<split>.txt, pr_curves_<split>.png.")
@@ -28,8 +30,8 @@ from sppdet.data import VOCDataset
 @click.option("--coco/--no-coco", default=True, show_default=True,
               help="Also compute COCO-style AP@[0.5:0.95] with pycocotools.")
 def eval_cmd(dataset: VOCDataset, detections_dir: Path | None, model_dir: Path | None,
-             proposals_dir: Path | None, features_dir: Path | None, device: str | None,
-             out_dir: Path | None, json_path: Path | None, coco: bool) -> None:
+             proposals_dir: Path | None, features_dir: Path | None, bbox_reg: bool,
+             device: str | None, out_dir: Path | None, json_path: Path | None, coco: bool) -> None:
     """Evaluate detections of a split the VOC 2007 devkit way (11-point AP, IoU >= 0.5,
     difficult objects ignored), with the area AP and COCO AP@[0.5:0.95] beside it.
 
@@ -42,7 +44,8 @@ def eval_cmd(dataset: VOCDataset, detections_dir: Path | None, model_dir: Path |
     split_name = dataset.split or "ids"
     detect_kwargs = {}
     if model_dir is not None:
-        detect_kwargs = {"proposals_dir": proposals_dir, "features_dir": features_dir, "device": device}
+        detect_kwargs = {"proposals_dir": proposals_dir, "features_dir": features_dir, "device": device,
+                         "bbox_reg": bbox_reg}
     elif proposals_dir or features_dir or device:
         raise click.UsageError("--proposals, --features and --device only apply with --model")
     dets = load_or_run_detections(dataset, split_name, detections_dir=detections_dir,

@@ -112,3 +112,22 @@ def test_finetune_then_fc7_svms(caches, capsys):
     args = [a if a != str(tmp / "classes.txt") else str(tmp / "c3.txt") for a in common]
     assert run("train-svm", *args, "--out", str(tmp / "m8"), "--head", "fc7", "--finetuned", str(ft)) == 1
     assert "classes" in capsys.readouterr().err
+
+
+def test_eval_with_trained_model_and_caches(caches, capsys):
+    """train-svm -> eval --model over the caches: devkit result files and metrics JSON."""
+    tmp, common = caches
+    out = tmp / "model_eval"
+    assert run("train-svm", *common, "--out", str(out), "--retrain-every", "50") == 0
+    data = common[:4]  # --voc ROOT --classes FILE
+    for extra, name in (([], "with"), (["--no-bbox-reg"], "without")):
+        assert run("eval", *data, "--model", str(out), "--proposals", str(tmp / "props"),
+                   "--features", str(tmp / "feats"), "--device", "cpu", "--no-coco", *extra,
+                   "--out", str(tmp / f"eval_{name}"), "--json", str(tmp / f"eval_{name}.json")) == 0
+        metrics = json.loads((tmp / f"eval_{name}.json").read_text())
+        assert metrics["metric"] == "voc07_11pt" and set(metrics["AP"]) == set(CLASSES)
+        assert 0.0 <= metrics["mAP"] <= 1.0
+        assert (tmp / f"eval_{name}" / "comp4_det_train_cat.txt").is_file()
+    capsys.readouterr()
+    assert run("eval", *data, "--model", str(tmp / "no_model"), "--features", str(tmp / "feats")) == 1
+    assert "model directory not found" in capsys.readouterr().err
