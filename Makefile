@@ -22,7 +22,7 @@ $(BIN)/sppdet: pyproject.toml
 venv: $(BIN)/sppdet
 
 demo: $(BIN)/sppdet
-	$(BIN)/sppdet data-stats --voc $(SHARED)/data/VOCdevkit/VOC2007 --split train
+	$(BIN)/sppdet demo --out demo_out
 
 test: $(BIN)/sppdet
 	$(BIN)/python -m pytest -q

@@ -16,6 +16,10 @@ from sppdet.fileio import atomic_path, save_json
 
 log = logging.getLogger(__name__)
 
+# SVM score above which `detect` shows a window unless the model or --score-thresh says
+# otherwise; evaluation keeps everything above the model's score_threshold (-1.5).
+DEFAULT_DISPLAY_THRESHOLD = -0.5
+
 
 def collect_images(inputs: tuple[Path, ...]) -> list[Path]:
     """Image files given directly or found (not recursively) in the given folders."""
@@ -80,7 +84,7 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], json_path: Pa
     dirs = list(model_dirs) or [shipped_model_dir()]
     models = load_models(dirs, "cpu")
     test = models[0].config.get("test", {})
-    threshold = score_thresh if score_thresh is not None else test.get("display_threshold", 0.0)
+    threshold = score_thresh if score_thresh is not None else test.get("display_threshold", DEFAULT_DISPLAY_THRESHOLD)
     params = DetectionParams.from_model(models[0], score_threshold=threshold, nms_iou=nms_iou,
                                         max_per_image=max_per_image)
     proposer = proposer_for(models[0].config.get("proposals", {}), proposal_method)

@@ -1,0 +1,37 @@
+"""The model shipped in the package loads, matches the code's format, and detects."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from sppdet.heads.model_dir import FORMAT_VERSION, load_model
+from sppdet.models import shipped_model_dir
+
+
+def test_shipped_model_loads_and_matches_format():
+    path = shipped_model_dir()
+    model = load_model(path)
+    assert model.config["format_version"] == FORMAT_VERSION
+    assert len(model.classes) == 20 and model.svm_W.shape == (20, model.config["svm_dim"])
+    assert model.config["backbone"] == "mobilenet_v2" and model.bbox is not None
+    assert sum(f.stat().st_size for f in path.iterdir()) < 8 * 2**20  # small: heads only
+
+
+def test_shipped_model_detects_on_a_sample_photo(torch_home):
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (the demo extra) not installed")
+    import cv2
+
+    from sppdet.detector import DetectionParams, Detector, load_models
+
+    models = load_models([shipped_model_dir()])
+    detector = Detector(models, "cpu", DetectionParams(score_threshold=-1.0, max_per_image=20))
+    image = cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)
+    dets = detector.detect(image, "astronaut")
+    h, w = image.shape[:2]
+    assert len(dets.scores) > 0
+    assert (dets.boxes[:, :2] >= 0).all() and (dets.boxes[:, 2] <= w).all() and (dets.boxes[:, 3] <= h).all()
+    top = [detector.classes[int(k)] for k in dets.labels[np.argsort(-dets.scores)[:5]]]
+    assert "person" in top, top  # the astronaut
