@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sppdet.cli.options import dataset_options, device_option
+from sppdet.cli.options import cache_options, dataset_options, device_option
 from sppdet.data import VOCDataset
 
 CHECKPOINT = "finetune.ckpt.pt"
@@ -15,10 +15,7 @@ CHECKPOINT = "finetune.ckpt.pt"
 
 @click.command("finetune")
 @dataset_options
-@click.option("--features", "features_dir", required=True, type=click.Path(path_type=Path),
-              help="Conv-feature cache (sppdet features).")
-@click.option("--proposals", "proposals_dir", required=True, type=click.Path(path_type=Path),
-              help="Proposal cache (the one the feature cache was extracted for).")
+@cache_options
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Model folder: fc.pt and finetune.json are written here.")
 @click.option("--hidden", default=1024, show_default=True, help="Width of fc6 and fc7 (paper: 4096).")
@@ -58,7 +55,7 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
              device: str | None, quiet: bool) -> None:
     """Fine-tune fc layers on cached pooled features (25% foreground windows, IoU >= 0.5;
     background IoU in [0.1, 0.5)). An interrupted run resumes from its checkpoint."""
-    from sppdet.cli.train_svm import resolve_device
+    from sppdet.device import resolve_device
     from sppdet.heads.finetune import FinetuneParams, build_window_pool, train_fc
     from sppdet.heads.model_dir import save_finetuned
     from sppdet.heads.scaling import estimate_scale
@@ -81,7 +78,7 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
                f"{pool.x.nbytes / 2**20:.0f} MiB")
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / CHECKPOINT
-    fc, summary = train_fc(pool, len(dataset.classes), params, device=resolve_device(device),
+    fc, summary = train_fc(pool, len(dataset.classes), params, device=str(resolve_device(device)),
                            checkpoint=ckpt, checkpoint_every=checkpoint_every, progress=not quiet)
     info = {"classes": list(dataset.classes), "feature_scale": scale, "mean_norm": mean_norm,
             "target_norm": target_norm, "features": caches.features_manifest,

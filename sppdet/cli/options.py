@@ -42,3 +42,11 @@ def device_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add --device (cpu, cuda, cuda:N; default cuda when available)."""
     return click.option("--device", default=None,
                         help="Torch device: cpu, cuda or cuda:N (default: cuda if available, else cpu).")(func)
+
+
+def cache_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --features DIR and --proposals DIR (the caches the training stages read)."""
+    func = click.option("--proposals", "proposals_dir", required=True, type=click.Path(path_type=Path),
+                        help="Proposal cache (the one the feature cache was extracted for).")(func)
+    return click.option("--features", "features_dir", required=True, type=click.Path(path_type=Path),
+                        help="Conv-feature cache (sppdet extract).")(func)

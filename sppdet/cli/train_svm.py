@@ -7,24 +7,16 @@ from pathlib import Path
 
 import click
 
-from sppdet.cli.options import dataset_options, device_option
+from sppdet.cli.options import cache_options, dataset_options, device_option
 from sppdet.data import VOCDataset
+from sppdet.device import resolve_device
 
 CHECKPOINT_DIR = ".train-svm-checkpoint"
 
 
-def resolve_device(device: str | None) -> str:
-    import torch
-
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @click.command("train-svm")
 @dataset_options
-@click.option("--features", "features_dir", required=True, type=click.Path(path_type=Path),
-              help="Conv-feature cache (sppdet features).")
-@click.option("--proposals", "proposals_dir", required=True, type=click.Path(path_type=Path),
-              help="Proposal cache (the one the feature cache was extracted for).")
+@cache_options
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Model folder to write (config.json, heads.npz).")
 @click.option("--head", type=click.Choice(["pool", "fc7"]), default="pool", show_default=True,
@@ -95,7 +87,7 @@ def train_svm(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_
     src_dir = finetuned_dir or out_dir
     if head == "fc7":
         finetune_info = load_finetune_info(src_dir, dataset.classes, caches.features_manifest)
-        fc = load_fc(src_dir / FC_FILE, resolve_device(device))
+        fc = load_fc(src_dir / FC_FILE, str(resolve_device(device)))
         feature_scale = float(finetune_info["feature_scale"])
     elif finetuned_dir is not None:
         raise click.UsageError("--finetuned only applies with --head fc7")
