@@ -10,7 +10,6 @@ the same windows, and NMS runs on the union of their scored, regressed boxes.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,6 @@ from sppdet.errors import ModelFormatError, SppdetError
 from sppdet.features.backbones import get_backbone
 from sppdet.features.extractor import FeatureExtractor, FeatureMaps
 from sppdet.heads.model_dir import DetectorModel, load_model
-
-log = logging.getLogger(__name__)
 
 Proposer = Callable[[np.ndarray], np.ndarray]
 
@@ -124,13 +121,11 @@ class Detector:
     def detect(self, image_bgr: np.ndarray, image_id: str = "", proposals: np.ndarray | None = None,
                maps: dict[tuple, FeatureMaps] | None = None) -> Detections:
         """Detections of one BGR image (proposals and conv maps are computed when not given)."""
-        hw = (int(image_bgr.shape[0]), int(image_bgr.shape[1])) if image_bgr is not None else None
+        hw = (int(image_bgr.shape[0]), int(image_bgr.shape[1]))
         if proposals is None:
             proposals = self.proposer(image_bgr)
         if maps is None:
             maps = self.conv_maps(image_bgr)
-        if hw is None:
-            hw = next(iter(maps.values())).image_hw
         return self.detect_windows(np.asarray(proposals, np.float64).reshape(-1, 4), maps, hw, image_id)
 
     def detect_windows(self, windows: np.ndarray, maps: dict[tuple, FeatureMaps],
@@ -215,9 +210,10 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
             raise SppdetError("--features works with one feature configuration; "
                               "combined models with different backbones compute their own maps")
         key = next(iter(detector.extractors))
-        feature_cache.check({**feature_cache.config,
-                             **{k: models[0].config[k] for k in ("backbone", "weights", "scales", "max_size")
-                                if k in models[0].config}})
+        # The cache must hold the maps the model was trained on (same backbone, weights, scales).
+        model_features = {k: models[0].config[k] for k in ("backbone", "weights", "scales", "max_size")
+                          if k in models[0].config}
+        feature_cache.check({**feature_cache.config, **model_features})
     for image_id in tqdm(dataset.ids, desc="detect", unit="img", disable=not progress):
         image = None
         if proposal_cache is not None and proposal_cache.has(image_id):

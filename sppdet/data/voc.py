@@ -10,7 +10,6 @@ inverted box) is dropped, with a warning. Both are recorded in ``VOCDataset.box_
 
 from __future__ import annotations
 
-import functools
 import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
