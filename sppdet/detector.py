@@ -32,11 +32,24 @@ Proposer = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class DetectionParams:
-    """Test-time settings (defaults: the official SPP-net code's)."""
+    """Test-time settings (defaults: the official SPP-net code's).
+
+    ``class_thresholds``, when given, replaces ``score_threshold`` with one threshold per
+    class (the display thresholds `sppdet eval --save-display-thresholds` chooses).
+    """
 
     score_threshold: float = -1.5
     nms_iou: float = 0.3
     max_per_image: int = 100
+    class_thresholds: tuple[float, ...] | None = None
+
+    def thresholds(self, num_classes: int) -> np.ndarray:
+        """(C,) score threshold of each class."""
+        if self.class_thresholds is None:
+            return np.full(num_classes, self.score_threshold, dtype=np.float64)
+        if len(self.class_thresholds) != num_classes:
+            raise ValueError(f"{len(self.class_thresholds)} class thresholds for {num_classes} classes")
+        return np.asarray(self.class_thresholds, dtype=np.float64)
 
     @classmethod
     def from_model(cls, model: DetectorModel, **overrides: Any) -> "DetectionParams":
@@ -75,7 +88,7 @@ def nms_per_class(boxes: np.ndarray, scores: np.ndarray, params: DetectionParams
 
     Returns (boxes (K, 4), scores (K,), labels (K,)) sorted by descending score.
     """
-    rows, labels = np.nonzero(scores > params.score_threshold)
+    rows, labels = np.nonzero(scores > params.thresholds(scores.shape[1])[None, :])
     if rows.size == 0:
         return np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)
     cand = clip_boxes(boxes[rows, labels], image_hw[1], image_hw[0])

@@ -16,9 +16,24 @@ from sppdet.fileio import atomic_path, save_json
 
 log = logging.getLogger(__name__)
 
-# SVM score above which `detect` shows a window unless the model or --score-thresh says
-# otherwise; evaluation keeps everything above the model's score_threshold (-1.5).
+# SVM score above which `detect` shows a window when neither --score-thresh nor the model's
+# display thresholds (`sppdet eval --save-display-thresholds`) say otherwise; evaluation
+# keeps everything above the model's score_threshold (-1.5).
 DEFAULT_DISPLAY_THRESHOLD = -0.5
+
+
+def display_thresholds(test: dict[str, Any], classes: list[str],
+                       score_thresh: float | None) -> tuple[float, tuple[float, ...] | None]:
+    """(global threshold, per-class thresholds or None) for showing detections: --score-thresh
+    when given; else the model's per-class display thresholds (a class without one gets the
+    model's display_threshold); else the model's display_threshold or the default."""
+    overall = float(test.get("display_threshold", DEFAULT_DISPLAY_THRESHOLD))
+    if score_thresh is not None:
+        return float(score_thresh), None
+    per_class = test.get("display_thresholds")
+    if not per_class:
+        return overall, None
+    return overall, tuple(float(per_class.get(c, overall)) for c in classes)
 
 
 def collect_images(inputs: tuple[Path, ...]) -> list[Path]:
@@ -55,8 +70,9 @@ def detections_to_json(image: Path, hw: tuple[int, int], dets: Any, classes: lis
 @click.option("--draw", "draw_dir", type=click.Path(path_type=Path), default=None,
               help="Write each image with its labelled boxes into this folder.")
 @click.option("--score-thresh", type=float, default=None,
-              help="Keep detections scoring above this SVM score (default: the model's "
-                   "display threshold).")
+              help="Keep detections scoring above this SVM score, in every class (default: "
+                   "the model's per-class display thresholds, F1-optimal on its validation "
+                   "split).")
 @click.option("--nms", "nms_iou", type=click.FloatRange(0, 1), default=None,
               help="IoU of per-class non-maximum suppression (default: the model's, 0.3).")
 @click.option("--max-per-image", type=click.IntRange(min=1), default=None,
@@ -84,9 +100,9 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], json_path: Pa
     dirs = list(model_dirs) or [shipped_model_dir()]
     models = load_models(dirs, "cpu")
     test = models[0].config.get("test", {})
-    threshold = score_thresh if score_thresh is not None else test.get("display_threshold", DEFAULT_DISPLAY_THRESHOLD)
+    threshold, per_class = display_thresholds(test, models[0].classes, score_thresh)
     params = DetectionParams.from_model(models[0], score_threshold=threshold, nms_iou=nms_iou,
-                                        max_per_image=max_per_image)
+                                        max_per_image=max_per_image, class_thresholds=per_class)
     proposer = proposer_for(models[0].config.get("proposals", {}), proposal_method)
     detector = Detector(models, device, params, proposer)
     classes = detector.classes
@@ -111,7 +127,8 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], json_path: Pa
                     raise SppdetError(f"{out}: cannot write image")
                 tmp.with_suffix(".jpg").replace(tmp)
     if json_path is not None:
-        save_json(json_path, {"models": [str(d) for d in dirs], "score_threshold": params.score_threshold,
+        thresholds = dict(zip(classes, params.thresholds(len(classes)).tolist()))
+        save_json(json_path, {"models": [str(d) for d in dirs], "score_thresholds": thresholds,
                               "images": results, "failed": failed})
         click.echo(f"Detections written to {json_path}")
     if draw_dir is not None and results:

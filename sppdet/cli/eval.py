@@ -29,9 +29,14 @@ from sppdet.data import VOCDataset
               help="Write the metrics as JSON (APs as fractions in [0, 1]).")
 @click.option("--coco/--no-coco", default=True, show_default=True,
               help="Also compute COCO-style AP@[0.5:0.95] with pycocotools.")
+@click.option("--save-display-thresholds", is_flag=True,
+              help="With --model: store each class's F1-optimal score threshold on this split "
+                   "in the model's config.json; `sppdet detect` shows detections above them. "
+                   "Use a validation split, never a test set.")
 def eval_cmd(dataset: VOCDataset, detections_dir: Path | None, model_dir: Path | None,
              proposals_dir: Path | None, features_dir: Path | None, bbox_reg: bool,
-             device: str | None, out_dir: Path | None, json_path: Path | None, coco: bool) -> None:
+             device: str | None, out_dir: Path | None, json_path: Path | None, coco: bool,
+             save_display_thresholds: bool) -> None:
     """Evaluate detections of a split the VOC 2007 devkit way (11-point AP, IoU >= 0.5,
     difficult objects ignored), with the area AP and COCO AP@[0.5:0.95] beside it.
 
@@ -46,8 +51,9 @@ def eval_cmd(dataset: VOCDataset, detections_dir: Path | None, model_dir: Path |
     if model_dir is not None:
         detect_kwargs = {"proposals_dir": proposals_dir, "features_dir": features_dir, "device": device,
                          "bbox_reg": bbox_reg}
-    elif proposals_dir or features_dir or device:
-        raise click.UsageError("--proposals, --features and --device only apply with --model")
+    elif proposals_dir or features_dir or device or save_display_thresholds:
+        raise click.UsageError("--proposals, --features, --device and --save-display-thresholds "
+                               "only apply with --model")
     dets = load_or_run_detections(dataset, split_name, detections_dir=detections_dir,
                                   model_dir=model_dir, out_dir=out_dir, **detect_kwargs)
     if dataset.limit is not None and detections_dir is not None:
@@ -58,5 +64,17 @@ def eval_cmd(dataset: VOCDataset, detections_dir: Path | None, model_dir: Path |
     report = evaluate_split(dets, annotations, dataset.classes, with_coco=coco)
     click.echo(f"{dataset.name}: {len(annotations)} images")
     click.echo(report.table)
+    pooled = report.pooled_operating_point
+    if pooled is not None:
+        click.echo(f"F1-optimal score threshold (all classes ranked together): {pooled.threshold:.3f} "
+                   f"(precision {pooled.precision:.2f}, recall {pooled.recall:.2f})")
     for path in write_report(report, split_name, out_dir=out_dir, json_path=json_path):
         click.echo(f"wrote {path}")
+    if save_display_thresholds:
+        from sppdet.evaluation.thresholds import display_thresholds_config
+        from sppdet.heads.model_dir import update_test_settings
+
+        entry = display_thresholds_config(report.operating_points, pooled,
+                                          f"{dataset.name} ({len(annotations)} images)")
+        path = update_test_settings(model_dir, entry)
+        click.echo(f"display thresholds ({len(entry['display_thresholds'])} classes) written to {path}")

@@ -19,6 +19,7 @@ from sppdet.evaluation.coco import coco_evaluate
 from sppdet.evaluation.plots import plot_pr_curves
 from sppdet.evaluation.report import format_table, result_to_json
 from sppdet.evaluation.result_files import read_result_files, write_result_files
+from sppdet.evaluation.thresholds import OperatingPoint, f1_thresholds, pooled_f1_operating_point
 from sppdet.evaluation.voc import AnnotationLike, EvalResult, evaluate_detections
 from sppdet.fileio import atomic_path, save_json
 
@@ -79,17 +80,26 @@ def load_annotations(dataset: Any, progress: bool = True) -> list[AnnotationLike
 
 @dataclass(frozen=True)
 class EvalReport:
-    """The VOC result, the COCO metrics (None when skipped), and the printable table."""
+    """The VOC result, the COCO metrics (None when skipped), the F1-optimal score
+    thresholds (per class and pooled; see ``thresholds.py``), and the printable table."""
 
     voc: EvalResult
     coco: dict[str, Any] | None
+    operating_points: dict[str, OperatingPoint | None] | None = None
+    pooled_operating_point: OperatingPoint | None = None
 
     @property
     def table(self) -> str:
         return format_table(self.voc, self.coco)
 
     def to_json(self) -> dict[str, Any]:
-        return result_to_json(self.voc, self.coco)
+        out = result_to_json(self.voc, self.coco)
+        if self.operating_points is not None:
+            out["f1_operating_points"] = {c: (op.to_json() if op else None)
+                                          for c, op in self.operating_points.items()}
+            pooled = self.pooled_operating_point
+            out["f1_operating_point_pooled"] = pooled.to_json() if pooled else None
+        return out
 
 
 def evaluate_split(
@@ -98,10 +108,12 @@ def evaluate_split(
     class_names: Sequence[str],
     with_coco: bool = True,
 ) -> EvalReport:
-    """VOC 2007 (11-point and area) metrics, and COCO metrics unless ``with_coco`` is off."""
+    """VOC 2007 (11-point and area) metrics, COCO metrics unless ``with_coco`` is off, and
+    the F1-optimal score thresholds."""
     voc = evaluate_detections(dets_by_class, annotations, class_names)
     coco = coco_evaluate(dets_by_class, annotations, class_names) if with_coco else None
-    return EvalReport(voc, coco)
+    return EvalReport(voc, coco, f1_thresholds(dets_by_class, voc),
+                      pooled_f1_operating_point(dets_by_class, voc))
 
 
 def write_report(

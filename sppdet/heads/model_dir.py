@@ -145,6 +145,15 @@ def load_fc(path: str | Path, device: str | torch.device = "cpu") -> FcHead:
     return fc.to(device).eval()
 
 
+def update_test_settings(path: str | Path, entries: dict[str, Any]) -> Path:
+    """Merge ``entries`` into the ``test`` settings of a model's config.json (atomically)."""
+    cfg = read_config(path)
+    cfg["test"] = {**cfg.get("test", {}), **entries}
+    file = Path(path) / CONFIG_FILE
+    save_json(file, cfg)
+    return file
+
+
 def read_config(path: str | Path, name: str = CONFIG_FILE) -> dict[str, Any]:
     """Read and version-check a model directory's JSON file."""
     file = Path(path) / name

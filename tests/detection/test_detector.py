@@ -20,7 +20,8 @@ def brute_force_nms(boxes, scores, params, hw):
     """Greedy NMS per class by explicit loops (the reference)."""
     out = []
     for c in range(scores.shape[1]):
-        cand = [(scores[i, c], i) for i in range(len(scores)) if scores[i, c] > params.score_threshold]
+        thr = params.score_threshold if params.class_thresholds is None else params.class_thresholds[c]
+        cand = [(scores[i, c], i) for i in range(len(scores)) if scores[i, c] > thr]
         cand.sort(key=lambda t: -t[0])
         kept = []
         for s, i in cand:
@@ -34,15 +35,16 @@ def brute_force_nms(boxes, scores, params, hw):
     return out[: params.max_per_image]
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_nms_per_class_matches_brute_force(seed):
+@pytest.mark.parametrize("seed,per_class", [(s, s % 2 == 1) for s in range(6)])
+def test_nms_per_class_matches_brute_force(seed, per_class):
     rng = np.random.default_rng(seed)
     n = 60
     xy = rng.uniform(0, 80, (n, 2))
     base = np.concatenate([xy, xy + rng.uniform(10, 40, (n, 2))], 1)
     boxes = base[:, None, :] + rng.normal(0, 2, (n, 3, 4))
     scores = rng.normal(0, 1, (n, 3))
-    params = DetectionParams(score_threshold=-0.5, nms_iou=0.3, max_per_image=25)
+    params = DetectionParams(score_threshold=-0.5, nms_iou=0.3, max_per_image=25,
+                             class_thresholds=(0.8, -2.0, 0.1) if per_class else None)
     b, s, l = nms_per_class(boxes, scores, params, (100, 110))
     ref = brute_force_nms(boxes, scores, params, (100, 110))
     assert len(s) == len(ref)

@@ -126,3 +126,43 @@ def test_model_path_calls_the_detector_and_writes_result_files(voc, tmp_path, mo
     monkeypatch.setitem(sys.modules, "sppdet.detector", None)   # as if the module did not exist
     with pytest.raises(SppdetError, match="--model needs sppdet.detector"):
         load_or_run_detections(ds, "train", model_dir=tmp_path / "model")
+
+
+def test_eval_saves_display_thresholds_into_the_model(voc, tmp_path, monkeypatch):
+    """eval --model --save-display-thresholds writes per-class F1-optimal thresholds that
+    separate the true boxes (score 1) from the noise (score -1) here."""
+    import types
+
+    from click.testing import CliRunner
+
+    from sppdet.cli import cli
+    from sppdet.detections import Detections
+    from sppdet.heads.model_dir import read_config
+
+    root, classes_file = voc
+
+    def detect_dataset(model_dir, dataset, **kwargs):
+        for i in dataset.ids:
+            a = dataset.annotation(i)
+            noise = a.boxes + 300
+            yield Detections(i, np.concatenate([a.boxes, noise]),
+                             np.concatenate([np.ones(len(a.boxes)), -np.ones(len(noise))]),
+                             np.concatenate([a.labels, a.labels]))
+
+    monkeypatch.setitem(sys.modules, "sppdet.detector", types.SimpleNamespace(detect_dataset=detect_dataset))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"format_version": 1, "test": {"nms_iou": 0.3}}))
+    r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--classes", str(classes_file),
+                                  "--model", str(model), "--no-coco", "--save-display-thresholds"])
+    assert r.exit_code == 0, r.output
+    test = read_config(model)["test"]
+    assert test["nms_iou"] == 0.3                               # other settings kept
+    assert set(test["display_thresholds"]) == set(CLASSES)
+    for name in CLASSES[:2]:
+        assert test["display_thresholds"][name] == pytest.approx(0.0)   # halfway between 1 and -1
+    assert test["display_thresholds"]["Platelets"] == test["display_threshold"]  # no ground truth
+    assert "F1-optimal" in test["display_thresholds_from"]
+    r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--classes", str(classes_file),
+                                  "--detections", str(tmp_path), "--save-display-thresholds"])
+    assert r.exit_code != 0 and "only apply with --model" in r.output
