@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from sppdet.data import VOCDataset  # noqa: E402
 from sppdet.features import FeatureCache, FeatureExtractor, get_backbone  # noqa: E402
-from sppdet.features.pyramid import DEFAULT_SCALES, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from sppdet.features.pyramid import DEFAULT_SCALES, IMAGENET_MEAN, IMAGENET_STD, resized_shape  # noqa: E402
 from sppdet.fileio import save_json  # noqa: E402
 from sppdet.perf import tune_allocator  # noqa: E402
 
@@ -136,6 +136,9 @@ def main() -> None:
             image = ds.load_image(image_id)
             boxes = proposals(image, args.windows, seed=k)
             row = {"image": image_id, "hw": list(image.shape[:2]), "windows": len(boxes)}
+            for n, ex in ((1, one), (5, five)):  # input pixels of the pyramid
+                row[f"spp{n}_pixels"] = sum(h * w for h, w in (resized_shape(image.shape[:2], s, ex.max_size)
+                                                               for s in ex.scales))
             for n, ex in ((1, one), (5, five)):
                 row[f"spp{n}_conv_s"], maps = timed(lambda: ex.conv_maps(image), args.repeats, f"spp{n}_conv_s")
                 row[f"spp{n}_pool_s"], feats = timed(lambda: ex.pool(maps, boxes), args.repeats, f"spp{n}_pool_s")
@@ -155,7 +158,8 @@ def main() -> None:
                   f"rcnn warp {row['rcnn_warp_s']:.2f} s conv {row['rcnn_conv_s']:.2f} s", file=sys.stderr)
 
     med = {key: statistics.median(r[key] for r in rows) for key in rows[0]
-           if key.endswith("_s") or key.endswith("_bytes")}
+           if key.endswith("_s") or key.endswith("_bytes") or key.endswith("_pixels")}
+    rcnn_pixels = args.windows * 224 * 224
     rcnn_total = med["rcnn_warp_s"] + med["rcnn_conv_s"]
     cpu = {k: statistics.median(v) for k, v in CPU_TIMES.items()}
     result = {
@@ -184,6 +188,13 @@ def main() -> None:
         "spp_share_outside_conv": {
             "1_scale": round(med["spp1_pool_s"] / (med["spp1_conv_s"] + med["spp1_pool_s"]), 4),
             "5_scales": round(med["spp5_pool_s"] / (med["spp5_conv_s"] + med["spp5_pool_s"]), 4)},
+        # The speed-up a pixel-proportional cost would give (R-CNN's 2,000 x 224^2 input
+        # pixels over the pyramid's), and the measured cost per input pixel of each path.
+        "pixel_ratio": {"1_scale": round(rcnn_pixels / med["spp1_pixels"], 1),
+                        "5_scales": round(rcnn_pixels / med["spp5_pixels"], 1)},
+        "conv_ns_per_input_pixel": {"rcnn": round(1e9 * med["rcnn_conv_s"] / rcnn_pixels, 1),
+                                    "spp_1_scale": round(1e9 * med["spp1_conv_s"] / med["spp1_pixels"], 1),
+                                    "spp_5_scales": round(1e9 * med["spp5_conv_s"] / med["spp5_pixels"], 1)},
         "cache_bytes_per_image": {"1_scale": int(med["cache1_bytes"]), "5_scales": int(med["cache5_bytes"]),
                                   "pooled_float32_instead": args.windows * rows[0]["feature_dim"] * 4},
         "per_image": rows,

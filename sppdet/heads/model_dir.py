@@ -124,9 +124,10 @@ def save_model(path: str | Path, model: DetectorModel) -> Path:
     return path
 
 
-def save_fc(path: str | Path, fc: FcHead) -> None:
-    """Atomically write the fc layers (state dict on CPU plus sizes)."""
-    state = {k: v.detach().cpu() for k, v in fc.state_dict().items()}
+def save_fc(path: str | Path, fc: FcHead, dtype: torch.dtype = torch.float32) -> None:
+    """Atomically write the fc layers (state dict on CPU, stored as ``dtype``, plus sizes);
+    ``load_fc`` reads them back as float32."""
+    state = {k: v.detach().cpu().to(dtype) for k, v in fc.state_dict().items()}
     with atomic_path(path) as tmp:
         torch.save({"config": fc.config(), "state_dict": state}, tmp)
 
@@ -187,8 +188,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Detector
     if not heads_file.is_file():
         raise ModelFormatError(f"{heads_file}: missing, {path} is not a complete model directory")
     try:
-        with np.load(heads_file) as z:
-            arrays = {k: z[k] for k in z.files}
+        with np.load(heads_file) as z:  # float16 storage (a packed model) reads as float32
+            arrays = {k: (z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]) for k in z.files}
     except (OSError, ValueError) as e:
         raise ModelFormatError(f"{heads_file}: unreadable ({e})") from None
     for key in ("svm_W", "svm_b"):

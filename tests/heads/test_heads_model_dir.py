@@ -109,3 +109,31 @@ def test_missing_or_broken_files_fail_clearly(tmp_path):
     (tmp_path / "n" / "config.json").write_text("{not json")
     with pytest.raises(ModelFormatError, match="not valid JSON"):
         load_model(tmp_path / "n")
+
+
+@pytest.mark.parametrize("head", ["pool", "fc7"])
+def test_packed_model_is_smaller_and_scores_match_to_float16_rounding(tmp_path, head):
+    from sppdet.models.pack import pack_model
+
+    model = make_model(head, dim=200, hidden=64)
+    rng = np.random.default_rng(2)
+    pooled = rng.uniform(0, 3, (40, 200)).astype(np.float32)
+    boxes = np.concatenate([rng.uniform(0, 100, (40, 2)), rng.uniform(120, 300, (40, 2))], axis=1)
+    save_model(tmp_path / "m", model)
+    before, after = pack_model(tmp_path / "m", tmp_path / "packed")
+    assert after < 0.6 * before
+    packed = load_model(tmp_path / "packed")
+    assert packed.svm_W.dtype == np.float32 and packed.config["weights_storage"] == "float16"
+    ref = model.score(pooled)
+    # Reference: the same model with its weight matrices rounded to float16 by hand.
+    rounded = make_model(head, dim=200, hidden=64)
+    rounded.svm_W = rounded.svm_W.astype(np.float16).astype(np.float32)
+    if head == "fc7":
+        with torch.no_grad():
+            for p in rounded.fc.parameters():
+                p.copy_(p.half().float())
+    np.testing.assert_allclose(packed.score(pooled), rounded.score(pooled), rtol=1e-5, atol=1e-5)
+    assert np.abs(packed.score(pooled) - ref).max() < 2e-3 * np.abs(ref).max()
+    np.testing.assert_allclose(packed.regress(pooled, boxes, 2), model.regress(pooled, boxes, 2), atol=0.05)
+    with pytest.raises(Exception, match="another directory"):
+        pack_model(tmp_path / "m", tmp_path / "m")
