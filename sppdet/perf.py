@@ -1,9 +1,13 @@
-"""Process-level speed settings for the CPU: applied by the commands, not by the library."""
+"""Speed settings for the CPU: the glibc allocator (process-level, applied by the
+commands) and oneDNN for 1x1 convolutions (applied to every backbone)."""
 
 from __future__ import annotations
 
 import ctypes
 import sys
+
+import torch
+from torch import nn
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -33,3 +37,32 @@ def tune_allocator(mmap_threshold: int = 1 << 30) -> bool:
         return False
     _tuned = ok
     return ok
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """A 1x1 convolution that runs through oneDNN on the CPU at any batch size.
+
+    PyTorch sends a 1x1 convolution with one image and one thread to its reference
+    ("THNN") kernel, which converts channels-last input and is about 1.4x slower per pixel
+    here than oneDNN (``docs/benchmarks.md``); batches of 16 or more, and several threads,
+    already get oneDNN. Same parameters and results (to float rounding) as ``nn.Conv2d``;
+    anything else (CUDA, autograd, other dtypes) takes the ordinary path.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+            return torch.ops.aten.mkldnn_convolution(x, self.weight, self.bias, self.padding,
+                                                     self.stride, self.dilation, self.groups)
+        return super().forward(x)
+
+
+def onednn_pointwise(module: nn.Module) -> nn.Module:
+    """Turn every plain 1x1, stride-1 ``nn.Conv2d`` in ``module`` into a
+    :class:`PointwiseConv2d` (in place; parameters and state-dict keys unchanged)."""
+    for m in module.modules():
+        if (type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.stride == (1, 1)
+                and m.dilation == (1, 1) and m.padding == (0, 0) and m.padding_mode == "zeros"):
+            m.__class__ = PointwiseConv2d
+    return module

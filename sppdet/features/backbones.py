@@ -29,6 +29,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from sppdet.errors import SppdetError
 from sppdet.features.geometry import derive_geometry
+from sppdet.perf import onednn_pointwise
 
 RANDOM_WEIGHTS = "random"
 RANDOM_SEED = 0
@@ -215,7 +216,7 @@ def get_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None) -> Ba
         ident = f"file:{path.name}#sha256:{_file_sha256(path)[:16]}"
     else:
         ident = _load_torchvision(spec, model, weights)
-    trunk = fold_batchnorm(spec.cut(model).eval())
+    trunk = onednn_pointwise(fold_batchnorm(spec.cut(model).eval()))
     backbone = Backbone(spec.name, trunk, spec.layer, spec.channels, ident)
     backbone.eval()
     for p in backbone.parameters():

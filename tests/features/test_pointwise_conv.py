@@ -1,0 +1,51 @@
+"""1x1 convolutions through oneDNN (sppdet.perf) give nn.Conv2d's results."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from sppdet.perf import PointwiseConv2d, onednn_pointwise
+
+
+@pytest.mark.parametrize("batch,channels_last,bias", [(1, True, True), (1, False, False), (3, True, False)])
+def test_pointwise_matches_conv2d(batch, channels_last, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(24, 40, 1, bias=bias)
+    fast = onednn_pointwise(copy.deepcopy(conv))
+    assert type(fast) is PointwiseConv2d
+    x = torch.randn(batch, 24, 13, 17)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), conv(x), rtol=1e-5, atol=1e-5)
+    # With autograd the ordinary path runs, and gradients flow.
+    fast.weight.requires_grad_(True)
+    fast(x).sum().backward()
+    assert fast.weight.grad is not None and fast.weight.grad.shape == fast.weight.shape
+
+
+def test_only_plain_1x1_stride_1_convolutions_are_swapped():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1, stride=2),
+                        nn.Conv2d(8, 8, 1, padding=1), nn.Conv2d(8, 8, 1, groups=2))
+    onednn_pointwise(net)
+    assert [type(m) is PointwiseConv2d for m in net] == [False, True, False, False, True]
+    keys = set(net.state_dict())
+    assert keys == {f"{i}.{p}" for i in range(5) for p in ("weight", "bias")}
+
+
+def test_backbone_output_unchanged_by_the_swap():
+    from sppdet.features.backbones import get_backbone
+
+    backbone = get_backbone("mobilenet_v2", "random")
+    assert any(type(m) is PointwiseConv2d for m in backbone.modules())
+    plain = copy.deepcopy(backbone)
+    for m in plain.modules():
+        if type(m) is PointwiseConv2d:
+            m.__class__ = nn.Conv2d
+    x = torch.randn(1, 3, 96, 128).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(backbone(x), plain(x), rtol=1e-4, atol=1e-4)
