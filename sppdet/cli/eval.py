@@ -33,10 +33,13 @@ from sppdet.data import VOCDataset
               help="With --model: store each class's F1-optimal score threshold on this split "
                    "in the model's config.json; `sppdet detect` shows detections above them. "
                    "Use a validation split, never a test set.")
+@click.option("--thresholds-into", "thresholds_dir", type=click.Path(path_type=Path), default=None,
+              help="With --save-display-thresholds: write them into this model directory "
+                   "instead of --model's (e.g. the same recipe retrained on all the data).")
 def eval_cmd(dataset: VOCDataset, detections_dir: Path | None, model_dir: Path | None,
              proposals_dir: Path | None, features_dir: Path | None, bbox_reg: bool,
              device: str | None, out_dir: Path | None, json_path: Path | None, coco: bool,
-             save_display_thresholds: bool) -> None:
+             save_display_thresholds: bool, thresholds_dir: Path | None) -> None:
     """Evaluate detections of a split the VOC 2007 devkit way (11-point AP, IoU >= 0.5,
     difficult objects ignored), with the area AP and COCO AP@[0.5:0.95] beside it.
 
@@ -46,6 +49,8 @@ def eval_cmd(dataset: VOCDataset, detections_dir: Path | None, model_dir: Path |
                                             load_or_run_detections, restrict_to_images,
                                             write_report)
 
+    if thresholds_dir is not None and not save_display_thresholds:
+        raise click.UsageError("--thresholds-into needs --save-display-thresholds")
     split_name = dataset.split or "ids"
     detect_kwargs = {}
     if model_dir is not None:
@@ -72,9 +77,14 @@ def eval_cmd(dataset: VOCDataset, detections_dir: Path | None, model_dir: Path |
         click.echo(f"wrote {path}")
     if save_display_thresholds:
         from sppdet.evaluation.thresholds import display_thresholds_config
-        from sppdet.heads.model_dir import update_test_settings
+        from sppdet.errors import ConfigMismatchError
+        from sppdet.heads.model_dir import read_config, update_test_settings
 
+        target = thresholds_dir or model_dir
+        if list(read_config(target).get("classes", dataset.classes)) != list(dataset.classes):
+            raise ConfigMismatchError(f"{target}: its classes differ from the evaluated data set's")
         entry = display_thresholds_config(report.operating_points, pooled,
-                                          f"{dataset.name} ({len(annotations)} images)")
-        path = update_test_settings(model_dir, entry)
+                                          f"{dataset.name} ({len(annotations)} images)"
+                                          + (f" with {model_dir}" if thresholds_dir else ""))
+        path = update_test_settings(target, entry)
         click.echo(f"display thresholds ({len(entry['display_thresholds'])} classes) written to {path}")

@@ -166,3 +166,15 @@ def test_eval_saves_display_thresholds_into_the_model(voc, tmp_path, monkeypatch
     r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--classes", str(classes_file),
                                   "--detections", str(tmp_path), "--save-display-thresholds"])
     assert r.exit_code != 0 and "only apply with --model" in r.output
+    # Into another model (the recipe retrained on all data); its classes must match.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"format_version": 1, "classes": list(CLASSES)}))
+    args = ["eval", "--voc", str(root), "--classes", str(classes_file), "--model", str(model),
+            "--no-coco", "--save-display-thresholds", "--thresholds-into", str(other)]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert read_config(other)["test"]["display_thresholds"] == test["display_thresholds"]
+    (other / "config.json").write_text(json.dumps({"format_version": 1, "classes": ["x", "y", "z"]}))
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code != 0 and "classes differ" in str(r.exception or r.output)
