@@ -50,6 +50,9 @@ class ClassStats:
     retrains: int = 0
     not_converged: int = 0
     fit_seconds: float = 0.0
+    # Share of the class's training positives scoring above 0 after the last fit; near 0
+    # means the SVM has collapsed to its bias (C too small for the data).
+    positives_above_zero: float = -1.0
 
     def as_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -156,6 +159,8 @@ class HardNegativeMiner:
         st.fit_seconds += time.perf_counter() - t0
         st.retrains += 1
         st.not_converged += int(not fit.converged)
+        pos_scores = (np.asarray(self.positives[c], np.float32) @ fit.w).astype(np.float64) + fit.b
+        st.positives_above_zero = float(np.mean(pos_scores > 0)) if len(pos_scores) else -1.0
         cache.num_added = 0
         z = (cache.feats.astype(np.float32) @ fit.w).astype(np.float64) + fit.b
         keep = np.flatnonzero(z >= self.mining.evict_thresh)

@@ -343,20 +343,36 @@ def train_heads(images: Sequence[TrainingImage], source: FeatureSource, classes:
     return heads
 
 
+# Below this share of training positives scoring above 0, summary_table flags a class.
+COLLAPSE_WARNING_SHARE = 0.25
+
+
 def summary_table(summary: dict) -> str:
     """A per-class table and a totals line of a ``train_heads`` summary."""
     rows = summary["per_class"]
     width = max([5] + [len(n) for n in rows])
-    cols = ("positives", "negatives_kept", "negatives_added", "negatives_evicted", "retrains", "fit_seconds")
-    head = ["pos", "neg kept", "neg added", "evicted", "rounds", "fit s"]
+    cols = ("positives", "negatives_kept", "negatives_added", "negatives_evicted", "retrains", "fit_seconds",
+            "positives_above_zero")
+    head = ["pos", "neg kept", "neg added", "evicted", "rounds", "fit s", "pos > 0"]
     has_bbox = any("bbox_windows" in r for r in rows.values())
     if has_bbox:
         cols, head = cols + ("bbox_windows",), head + ["bbox win"]
     lines = [f"{'class':<{width}}  " + "  ".join(f"{h:>9}" for h in head)]
+    warnings = []
     for name, r in rows.items():
-        cells = [f"{r[c]:>9.1f}" if isinstance(r[c], float) else f"{r[c]:>9}" for c in cols]
+        cells = []
+        for c in cols:
+            v = r.get(c, -1.0)
+            if c == "positives_above_zero":
+                cells.append(f"{100 * v:>8.0f}%" if v >= 0 else f"{'-':>9}")
+            else:
+                cells.append(f"{v:>9.1f}" if isinstance(v, float) else f"{v:>9}")
         flag = "" if r["trained"] else "  (untrained: no positives or negatives)"
         lines.append(f"{name:<{width}}  " + "  ".join(cells) + flag)
+        share = r.get("positives_above_zero", -1.0)
+        if r["trained"] and 0 <= share < COLLAPSE_WARNING_SHARE:
+            warnings.append(f"Warning: {name}: only {100 * share:.0f}% of its training positives score "
+                            f"above 0; the SVM has nearly collapsed to its bias (try a larger --svm-c)")
     sec = summary["seconds"]
     lines.append(
         f"{summary['images']} images, {summary['positives']} positives, "
@@ -366,4 +382,4 @@ def summary_table(summary: dict) -> str:
             f"{name} {sec[key]:.0f}" for name, key in (("positives", "positives_s"), ("mining", "mining_s"),
                                                        ("box regression", "bbox_s")) if key in sec) + ")"
         + (f", resumed at image {summary['resumed_at_image']}" if summary.get("resumed_at_image") else ""))
-    return "\n".join(lines)
+    return "\n".join(lines + warnings)

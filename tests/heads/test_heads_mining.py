@@ -115,3 +115,26 @@ def test_cache_cap_keeps_the_hardest():
     top = set(np.argsort(-scores)[:25].tolist())
     assert {int(k[1]) for k in miner.caches[0].keys} == top
     assert len(miner.caches[0]) == 25 and miner.stats[0].negatives_capped == 75
+
+
+def test_share_of_positives_above_zero_flags_a_collapsed_svm():
+    from sppdet.heads.train import summary_table
+
+    images, positives = synthetic_images(3)
+    mining = MiningParams(retrain_every=50)
+    healthy, W, b = run_miner(images, positives, mining, SVMParams(C=1.0))
+    collapsed, W0, b0 = run_miner(images, positives, mining, SVMParams(C=1e-7))
+    for c in range(3):
+        ref = float(np.mean(positives[c].astype(np.float32) @ W[c] + b[c] > 0))
+        assert healthy.stats[c].positives_above_zero == ref > 0.8
+        assert np.abs(W0[c]).max() < 1e-3  # w is regularised away: every score is the bias
+        assert collapsed.stats[c].positives_above_zero == 0.0
+
+    def table(miner):
+        per_class = {f"k{c}": {**s.as_dict(), "trained": True} for c, s in enumerate(miner.stats)}
+        return summary_table({"per_class": per_class, "images": 12, "positives": 45, "negatives_kept": 0,
+                              "mining_rounds": 3, "not_converged": 0, "feature_dim": 10,
+                              "seconds": {"total_s": 1.0}})
+
+    assert "Warning: k0: only 0% of its training positives" in table(collapsed)
+    assert "Warning" not in table(healthy)
