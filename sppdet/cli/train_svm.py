@@ -39,6 +39,11 @@ CHECKPOINT_DIR = ".train-svm-checkpoint"
               help="Retrain a class after this many new negatives.")
 @click.option("--max-negatives", default=20000, show_default=True,
               help="Cap on a class's cached negatives after eviction, hardest kept (0: no cap).")
+@click.option("--collapse-share", default=0.25, show_default=True,
+              help="Refit a class's SVM with 10x its C when fewer than this share of its training "
+                   "positives score above 0 (a collapse to the bias); 0 disables.")
+@click.option("--max-c-boosts", default=2, show_default=True,
+              help="At most this many 10x raises of C per class.")
 @click.option("--gt-negatives/--no-gt-negatives", default=True, show_default=True,
               help="Other classes' ground-truth boxes are negative candidates too (R-CNN).")
 @click.option("--use-difficult/--no-use-difficult", default=True, show_default=True,
@@ -66,7 +71,8 @@ CHECKPOINT_DIR = ".train-svm-checkpoint"
 def train_svm(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_dir: Path,
               head: str, finetuned_dir: Path | None, svm_c: float, pos_weight: float, bias_mult: float,
               svm_tol: float, svm_max_iter: int, neg_iou: float, hard_thresh: float,
-              evict_thresh: float, retrain_every: int, max_negatives: int, gt_negatives: bool,
+              evict_thresh: float, retrain_every: int, max_negatives: int, collapse_share: float,
+              max_c_boosts: int, gt_negatives: bool,
               use_difficult: bool, max_positives: int, target_norm: float, norm_images: int,
               norm_windows: int, bbox_reg: bool, bbox_lambda: float, bbox_min_iou: float,
               bbox_max_per_class: int, checkpoint_every: int, seed: int, device: str | None, quiet: bool) -> None:
@@ -96,6 +102,7 @@ def train_svm(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_
                       max_iter=svm_max_iter, seed=seed),
         mining=MiningParams(neg_iou=neg_iou, hard_thresh=hard_thresh, evict_thresh=evict_thresh,
                             retrain_every=retrain_every, max_negatives=max_negatives or None,
+                            collapse_share=collapse_share, max_c_boosts=max_c_boosts,
                             gt_negatives=gt_negatives),
         bbox=BoxRegParams(lam=bbox_lambda, min_iou=bbox_min_iou,
                           max_per_class=bbox_max_per_class or None) if bbox_reg else None,

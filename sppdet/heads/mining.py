@@ -12,18 +12,24 @@ Negatives are proposals (and, as in R-CNN, other classes' ground-truth boxes) wh
 with every ground-truth box of the class is below ``neg_iou``. ``max_negatives`` bounds a
 class's cache after eviction (keeping the highest-scoring, i.e. hardest); the reference
 code has no such cap, so it only matters when eviction cannot keep up.
+
+A class whose SVM collapses to its bias (fewer than ``collapse_share`` of its training
+positives scoring above 0: C too small for that class's data) is refitted with C ten
+times larger, at most ``max_c_boosts`` times; the larger C then stays for that class's
+later retrains and is recorded per class (``svm_c``). Set ``collapse_share`` to 0 for the
+reference behaviour (one C for every class).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
-from sppdet.heads.svm import SVMParams, fit_linear_svm
+from sppdet.heads.svm import SVMFit, SVMParams, fit_linear_svm
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,12 @@ class MiningParams:
     retrain_every: int = 2000
     max_negatives: int | None = 20000
     gt_negatives: bool = True
+    collapse_share: float = 0.25
+    max_c_boosts: int = 2
+
+
+# Factor by which C grows for a class whose SVM collapsed (see the module docstring).
+C_BOOST = 10.0
 
 
 @dataclass
@@ -53,9 +65,12 @@ class ClassStats:
     # Share of the class's training positives scoring above 0 after the last fit; near 0
     # means the SVM has collapsed to its bias (C too small for the data).
     positives_above_zero: float = -1.0
+    svm_c: float = 0.0  # the class's liblinear C (the run's C unless boosted)
+    c_boosts: int = 0  # times C was multiplied by C_BOOST after a collapse
 
     def as_dict(self) -> dict:
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+        return {k: (round(v, 3) if isinstance(v, float) and k != "svm_c" else v)
+                for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -110,7 +125,7 @@ class HardNegativeMiner:
         self.trainable = np.array([len(p) > 0 for p in positives])
         self.b[~self.trainable] = -np.inf
         self.caches = [NegativeCache(dim, np.dtype(cache_dtype)) for _ in positives]
-        self.stats = [ClassStats(positives=len(p)) for p in positives]
+        self.stats = [ClassStats(positives=len(p), svm_c=svm.C) for p in positives]
         self._just_retrained: list[int] = []
 
     def scores(self, x: np.ndarray) -> np.ndarray:
@@ -154,13 +169,14 @@ class HardNegativeMiner:
             cache.num_added = 0
             return
         t0 = time.perf_counter()
-        fit = fit_linear_svm(self.positives[c], cache.feats, self.svm)
+        fit = self._fit(c)
+        while st.positives_above_zero < self.mining.collapse_share and st.c_boosts < self.mining.max_c_boosts:
+            st.svm_c *= C_BOOST  # collapsed to its bias: C too small for this class
+            st.c_boosts += 1
+            fit = self._fit(c)
         self.W[c], self.b[c] = fit.w, fit.b
         st.fit_seconds += time.perf_counter() - t0
         st.retrains += 1
-        st.not_converged += int(not fit.converged)
-        pos_scores = (np.asarray(self.positives[c], np.float32) @ fit.w).astype(np.float64) + fit.b
-        st.positives_above_zero = float(np.mean(pos_scores > 0)) if len(pos_scores) else -1.0
         cache.num_added = 0
         z = (cache.feats.astype(np.float32) @ fit.w).astype(np.float64) + fit.b
         keep = np.flatnonzero(z >= self.mining.evict_thresh)
@@ -173,6 +189,15 @@ class HardNegativeMiner:
             keep = np.sort(keep[order])
         cache.keep(keep)
         st.negatives_kept = len(cache)
+
+    def _fit(self, c: int) -> SVMFit:
+        """Fit class ``c`` at its current C; updates its convergence and positive-share stats."""
+        st = self.stats[c]
+        fit = fit_linear_svm(self.positives[c], self.caches[c].feats, replace(self.svm, C=st.svm_c))
+        st.not_converged += int(not fit.converged)
+        pos_scores = (np.asarray(self.positives[c], np.float32) @ fit.w).astype(np.float64) + fit.b
+        st.positives_above_zero = float(np.mean(pos_scores > 0)) if len(pos_scores) else -1.0
+        return fit
 
     def finish(self, progress: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Final retrain of every trainable class; returns (W (C, D) float32, b (C,) float32).

@@ -352,8 +352,8 @@ def summary_table(summary: dict) -> str:
     rows = summary["per_class"]
     width = max([5] + [len(n) for n in rows])
     cols = ("positives", "negatives_kept", "negatives_added", "negatives_evicted", "retrains", "fit_seconds",
-            "positives_above_zero")
-    head = ["pos", "neg kept", "neg added", "evicted", "rounds", "fit s", "pos > 0"]
+            "positives_above_zero", "svm_c")
+    head = ["pos", "neg kept", "neg added", "evicted", "rounds", "fit s", "pos > 0", "C"]
     has_bbox = any("bbox_windows" in r for r in rows.values())
     if has_bbox:
         cols, head = cols + ("bbox_windows",), head + ["bbox win"]
@@ -365,6 +365,8 @@ def summary_table(summary: dict) -> str:
             v = r.get(c, -1.0)
             if c == "positives_above_zero":
                 cells.append(f"{100 * v:>8.0f}%" if v >= 0 else f"{'-':>9}")
+            elif c == "svm_c":
+                cells.append(f"{v:>9.3g}" + ("*" if r.get("c_boosts") else ""))
             else:
                 cells.append(f"{v:>9.1f}" if isinstance(v, float) else f"{v:>9}")
         flag = "" if r["trained"] else "  (untrained: no positives or negatives)"
@@ -372,7 +374,11 @@ def summary_table(summary: dict) -> str:
         share = r.get("positives_above_zero", -1.0)
         if r["trained"] and 0 <= share < COLLAPSE_WARNING_SHARE:
             warnings.append(f"Warning: {name}: only {100 * share:.0f}% of its training positives score "
-                            f"above 0; the SVM has nearly collapsed to its bias (try a larger --svm-c)")
+                            f"above 0 (at C = {r.get('svm_c', 0):.3g}); the SVM has nearly collapsed to "
+                            f"its bias (try a larger --svm-c)")
+        elif r.get("c_boosts"):
+            warnings.append(f"Note: {name}: its SVM collapsed to its bias at the run's C; C was raised "
+                            f"to {r['svm_c']:.3g} for this class (* in the table)")
     sec = summary["seconds"]
     lines.append(
         f"{summary['images']} images, {summary['positives']} positives, "

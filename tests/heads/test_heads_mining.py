@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from sppdet.heads.mining import HardNegativeMiner, MiningParams
@@ -9,8 +11,10 @@ from sppdet.heads.svm import SVMParams, fit_linear_svm
 
 
 def naive_mining(images, positives, mining: MiningParams, svm: SVMParams):
-    """R-CNN's loop, one class at a time, one window at a time (slow but obvious)."""
+    """R-CNN's loop, one class at a time, one window at a time (slow but obvious), with
+    the 10x C raise of a collapsed class; returns per class (w, b, cache keys), and C."""
     out = []
+    class_c, boosts = [svm.C] * len(positives), [0] * len(positives)
     for c, pos in enumerate(positives):
         if len(pos) == 0:
             out.append((None, None, []))
@@ -26,12 +30,17 @@ def naive_mining(images, positives, mining: MiningParams, svm: SVMParams):
                     cache.append((i, r, x[r].astype(np.float16)))
                     added += 1
             if added > mining.retrain_every or i == len(images) - 1:
-                fit = fit_linear_svm(pos, np.stack([e[2] for e in cache]), svm)
+                negs = np.stack([e[2] for e in cache])
+                fit = fit_linear_svm(pos, negs, replace(svm, C=class_c[c]))
+                share = lambda f: np.mean(pos.astype(np.float32) @ f.w + f.b > 0)  # noqa: E731
+                while share(fit) < mining.collapse_share and boosts[c] < mining.max_c_boosts:
+                    class_c[c], boosts[c] = class_c[c] * 10, boosts[c] + 1
+                    fit = fit_linear_svm(pos, negs, replace(svm, C=class_c[c]))
                 w, b, added = fit.w, fit.b, 0
                 cache = [e for e in cache
                          if float(e[2].astype(np.float32) @ w) + b >= mining.evict_thresh]
         out.append((w, b, [(e[0], e[1]) for e in cache]))
-    return out
+    return out, class_c
 
 
 def synthetic_images(seed: int, n_images: int = 12, n_windows: int = 80, dim: int = 10, C: int = 3):
@@ -62,7 +71,7 @@ def test_vectorised_miner_matches_naive_per_class_reference():
     for mining in (MiningParams(retrain_every=60), MiningParams(retrain_every=150, gt_negatives=False)):
         svm = SVMParams(C=0.05)
         miner, W, b = run_miner(images, positives, mining, svm)
-        ref = naive_mining(images, positives, mining, svm)
+        ref, _ = naive_mining(images, positives, mining, svm)
         for c, (w_ref, b_ref, keys_ref) in enumerate(ref):
             keys = [tuple(k) for k in miner.caches[c].keys.tolist()]
             if w_ref is None:
@@ -123,7 +132,7 @@ def test_share_of_positives_above_zero_flags_a_collapsed_svm():
     images, positives = synthetic_images(3)
     mining = MiningParams(retrain_every=50)
     healthy, W, b = run_miner(images, positives, mining, SVMParams(C=1.0))
-    collapsed, W0, b0 = run_miner(images, positives, mining, SVMParams(C=1e-7))
+    collapsed, W0, b0 = run_miner(images, positives, replace(mining, collapse_share=0.0), SVMParams(C=1e-7))
     for c in range(3):
         ref = float(np.mean(positives[c].astype(np.float32) @ W[c] + b[c] > 0))
         assert healthy.stats[c].positives_above_zero == ref > 0.8
@@ -138,3 +147,23 @@ def test_share_of_positives_above_zero_flags_a_collapsed_svm():
 
     assert "Warning: k0: only 0% of its training positives" in table(collapsed)
     assert "Warning" not in table(healthy)
+
+
+def test_collapsed_svm_is_refit_with_ten_times_its_c():
+    """A class collapsed at the run's C gets 10x (at most twice), kept for later retrains;
+    the result matches the naive loop doing the same, and a healthy class keeps its C."""
+    images, positives = synthetic_images(3)
+    positives[1] = (positives[1].astype(np.float32) * 30).astype(np.float16)  # healthy at any C
+    svm = SVMParams(C=2e-4)
+    plain, _, _ = run_miner(images, positives, MiningParams(retrain_every=50, collapse_share=0.0), svm)
+    assert plain.stats[0].positives_above_zero < 0.25 and plain.stats[1].positives_above_zero > 0.8
+    mining = MiningParams(retrain_every=50)
+    miner, W, b = run_miner(images, positives, mining, svm)
+    ref, ref_c = naive_mining(images, positives, mining, svm)
+    for c, (w_ref, b_ref, keys_ref) in enumerate(ref):
+        assert [tuple(k) for k in miner.caches[c].keys.tolist()] == keys_ref
+        np.testing.assert_array_equal(W[c], w_ref)
+        assert b[c] == np.float32(b_ref)
+        assert miner.stats[c].svm_c == ref_c[c] == svm.C * 10 ** miner.stats[c].c_boosts
+    assert miner.stats[0].c_boosts >= 1 and miner.stats[0].positives_above_zero >= 0.25
+    assert miner.stats[1].c_boosts == 0 and miner.stats[1].svm_c == svm.C
