@@ -17,7 +17,7 @@ CHECKPOINT = "finetune.ckpt.pt"
 @dataset_options
 @cache_options
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Model folder: fc.pt and finetune.json are written here.")
+              help="Model folder: fc.npz and finetune.json are written here.")
 @click.option("--hidden", default=1024, show_default=True, help="Width of fc6 and fc7 (paper: 4096).")
 @click.option("--dropout", default=0.5, show_default=True)
 @click.option("--iterations", default=4000, show_default=True, help="Mini-batches in total.")
@@ -89,4 +89,4 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
     click.echo(f"{summary['iterations']} iterations in {summary['seconds']:.0f} s; training-pool "
                f"accuracy: foreground {summary['pool_fg_accuracy']}, background "
                f"{summary['pool_bg_accuracy']}")
-    click.echo(f"wrote {out_dir / 'fc.pt'}; next: sppdet train-svm --head fc7 --out {out_dir} ...")
+    click.echo(f"wrote {out_dir / 'fc.npz'}; next: sppdet train-svm --head fc7 --out {out_dir} ...")

@@ -22,7 +22,7 @@ CHECKPOINT_DIR = ".train-svm-checkpoint"
 @click.option("--head", type=click.Choice(["pool", "fc7"]), default="pool", show_default=True,
               help="SVMs on scaled pooled features, or on fc7 of the fine-tuned fc layers.")
 @click.option("--finetuned", "finetuned_dir", type=click.Path(path_type=Path), default=None,
-              help="With --head fc7: folder holding fc.pt from `sppdet finetune` (default: --out).")
+              help="With --head fc7: folder holding fc.npz from `sppdet finetune` (default: --out).")
 @click.option("--svm-c", default=0.001, show_default=True, help="liblinear C.")
 @click.option("--pos-weight", default=2.0, show_default=True, help="Weight of positive examples.")
 @click.option("--bias-mult", default=10.0, show_default=True, help="Value of the bias feature.")

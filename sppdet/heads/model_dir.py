@@ -9,8 +9,13 @@ complete model):
   test-time defaults (NMS IoU, score threshold, detections per image), training summary;
 - ``heads.npz``: ``svm_W`` (C, D), ``svm_b`` (C,), and, with box regression,
   ``bbox_W`` (C, D_pool, 4), ``bbox_b``, ``bbox_mean``, ``bbox_std`` (C, 4);
-- ``fc.pt`` (head ``fc7`` only): the fine-tuned fc layers (``FcHead`` state and sizes),
-  written by ``sppdet finetune`` together with ``finetune.json``.
+- ``fc.npz`` (head ``fc7`` only): the fine-tuned fc layers (``FcHead`` state dict arrays
+  and its sizes as JSON in ``config``), written by ``sppdet finetune`` together with
+  ``finetune.json``. Format version 1 stored them with ``torch.save`` in ``fc.pt``, which
+  still loads.
+
+Weight matrices are stored as float32, or, in a packed model (``sppdet.models.pack``), as
+float16 or per-row int8 (config ``weights_storage``, module ``weight_storage``); they always load as float32.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from sppdet.errors import ConfigMismatchError, ModelFormatError
 from sppdet.fileio import atomic_path, save_json, save_npz
 from sppdet.heads.bbox_regression import BoxRegressor
 from sppdet.heads.fc_head import FcHead
+from sppdet.heads.weight_storage import encode, read_npz
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 HEADS_FILE = "heads.npz"
-FC_FILE = "fc.pt"
+FC_FILE = "fc.npz"
+LEGACY_FC_FILE = "fc.pt"  # format version 1
 FINETUNE_FILE = "finetune.json"
 HEADS = ("pool", "fc7")
 
@@ -101,8 +108,13 @@ class DetectorModel:
         return self.bbox.predict(self.scaled(pooled), boxes, class_idx)
 
 
-def save_model(path: str | Path, model: DetectorModel) -> Path:
-    """Write ``model`` into directory ``path`` (created if needed); returns the path."""
+# Arrays that stay float32 in a packed model: small offsets that rounding would shift.
+KEEP_FLOAT32 = ("svm_b", "bbox_b", "bbox_mean", "bbox_std")
+
+
+def save_model(path: str | Path, model: DetectorModel, storage: str = "float32") -> Path:
+    """Write ``model`` into directory ``path`` (created if needed), weight matrices stored
+    as ``storage`` (float32, float16 or int8; see ``weight_storage``); returns the path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg = dict(model.config)
@@ -115,33 +127,49 @@ def save_model(path: str | Path, model: DetectorModel) -> Path:
     if model.bbox is not None:
         arrays.update(bbox_W=model.bbox.W, bbox_b=model.bbox.b, bbox_mean=model.bbox.mean,
                       bbox_std=model.bbox.std)
-    save_npz(path / HEADS_FILE, **arrays)
+    save_npz(path / HEADS_FILE, **encode(arrays, storage, KEEP_FLOAT32))
     if cfg["head"] == "fc7":
         if model.fc is None:
             raise ValueError("head fc7 needs the fc layers")
-        save_fc(path / FC_FILE, model.fc)
+        save_fc(path / FC_FILE, model.fc, storage)
+    if storage != "float32":
+        cfg["weights_storage"] = storage
+    else:
+        cfg.pop("weights_storage", None)
     save_json(path / CONFIG_FILE, cfg)
     return path
 
 
-def save_fc(path: str | Path, fc: FcHead, dtype: torch.dtype = torch.float32) -> None:
-    """Atomically write the fc layers (state dict on CPU, stored as ``dtype``, plus sizes);
-    ``load_fc`` reads them back as float32."""
-    state = {k: v.detach().cpu().to(dtype) for k, v in fc.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"config": fc.config(), "state_dict": state}, tmp)
+def save_fc(path: str | Path, fc: FcHead, storage: str = "float32") -> None:
+    """Atomically write the fc layers (an .npz of the state dict's arrays, weight matrices
+    stored as ``storage``, plus the sizes as JSON); ``load_fc`` reads them back as float32."""
+    state = {k: v.detach().cpu().float().numpy() for k, v in fc.state_dict().items()}
+    save_npz(path, config=np.array(json.dumps(fc.config())), **encode(state, storage))
+
+
+def fc_file(model_dir: str | Path) -> Path:
+    """The fc layers' file of a model directory: ``fc.npz``, or a version-1 ``fc.pt``."""
+    model_dir = Path(model_dir)
+    legacy = model_dir / LEGACY_FC_FILE
+    return legacy if legacy.is_file() and not (model_dir / FC_FILE).is_file() else model_dir / FC_FILE
 
 
 def load_fc(path: str | Path, device: str | torch.device = "cpu") -> FcHead:
-    """Read fc layers written by ``save_fc``."""
+    """Read fc layers written by ``save_fc`` (or a version-1 ``fc.pt``)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFormatError(f"{path}: fc layers missing (run `sppdet finetune` first)")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        fc = FcHead(**blob["config"])
-        fc.load_state_dict(blob["state_dict"])
-    except (KeyError, TypeError, RuntimeError, EOFError, OSError) as e:
+        if path.suffix == ".pt":
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            config, state = blob["config"], blob["state_dict"]
+        else:
+            arrays = read_npz(path)
+            config = json.loads(str(arrays.pop("config")))
+            state = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items()}
+        fc = FcHead(**config)
+        fc.load_state_dict({k: v.float() for k, v in state.items()})
+    except (KeyError, TypeError, RuntimeError, EOFError, OSError, ValueError) as e:
         raise ModelFormatError(f"{path}: not a valid fc layers file ({e})") from None
     return fc.to(device).eval()
 
@@ -188,8 +216,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Detector
     if not heads_file.is_file():
         raise ModelFormatError(f"{heads_file}: missing, {path} is not a complete model directory")
     try:
-        with np.load(heads_file) as z:  # float16 storage (a packed model) reads as float32
-            arrays = {k: (z[k].astype(np.float32) if z[k].dtype == np.float16 else z[k]) for k in z.files}
+        arrays = read_npz(heads_file)  # float16 / int8 storage (a packed model) reads as float32
     except (OSError, ValueError) as e:
         raise ModelFormatError(f"{heads_file}: unreadable ({e})") from None
     for key in ("svm_W", "svm_b"):
@@ -206,7 +233,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Detector
             bbox = BoxRegressor(arrays["bbox_W"], arrays["bbox_b"], arrays["bbox_mean"], arrays["bbox_std"])
         except KeyError as e:
             raise ModelFormatError(f"{heads_file}: box regression array {e} missing") from None
-    fc = load_fc(path / FC_FILE, device) if cfg["head"] == "fc7" else None
+    fc = load_fc(fc_file(path), device) if cfg["head"] == "fc7" else None
     if fc is not None and fc.hidden != W.shape[1]:
         raise ModelFormatError(f"{path}: fc7 has {fc.hidden} outputs but the SVMs expect {W.shape[1]}")
     return DetectorModel(cfg, W, b, bbox, fc, path)
@@ -218,9 +245,9 @@ def copy_fc(src_dir: str | Path, dst_dir: str | Path) -> None:
     if src_dir.resolve() == dst_dir.resolve():
         return
     dst_dir.mkdir(parents=True, exist_ok=True)
-    for name in (FC_FILE, FINETUNE_FILE):
-        with atomic_path(dst_dir / name) as tmp:
-            shutil.copyfile(src_dir / name, tmp)
+    for src in (fc_file(src_dir), src_dir / FINETUNE_FILE):
+        with atomic_path(dst_dir / src.name) as tmp:
+            shutil.copyfile(src, tmp)
 
 
 def check_same_features(expected: dict[str, Any], found: dict[str, Any], where: str) -> None:
@@ -233,7 +260,7 @@ def check_same_features(expected: dict[str, Any], found: dict[str, Any], where: 
 
 
 def save_finetuned(path: str | Path, fc: FcHead, info: dict[str, Any]) -> None:
-    """Write fine-tuned fc layers (``fc.pt``) and their record (``finetune.json``: feature
+    """Write fine-tuned fc layers (``fc.npz``) and their record (``finetune.json``: feature
     scale, classes, feature settings, parameters, summary) into model directory ``path``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

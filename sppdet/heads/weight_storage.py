@@ -1,0 +1,75 @@
+"""How a model's weight arrays are stored on disk: float32, float16, or int8 with scales.
+
+int8 storage is symmetric and per row: an array ``a`` of shape (R, ...) is stored as
+``q = round(a / s)`` (int8, in [-127, 127]) under its own name and ``s`` (R,) float32,
+``s = max |a[r]| / 127``, under ``<name>__scale``; reading gives ``q * s`` as float32.
+Rows are output units for fc layers and classes for SVMs and box regressors, so every
+output is computed with weights rounded to 1/254 of its own largest weight.
+Reading always returns float32 arrays, whatever the storage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+STORAGES = ("float32", "float16", "int8")
+SCALE_SUFFIX = "__scale"
+INT8_MAX = 127
+
+
+def quantize_int8(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row symmetric int8 quantisation of ``a`` (R, ...): returns (q int8, scale (R,) float32)."""
+    a = np.asarray(a, np.float32)
+    if a.ndim < 2:
+        raise ValueError(f"int8 storage needs an array with rows, got shape {a.shape}")
+    peak = np.abs(a.reshape(len(a), -1)).max(axis=1) if a.size else np.zeros(len(a), np.float32)
+    scale = np.where(peak > 0, peak / INT8_MAX, 1.0).astype(np.float32)
+    q = np.rint(a / scale.reshape((-1,) + (1,) * (a.ndim - 1)))
+    return np.clip(q, -INT8_MAX, INT8_MAX).astype(np.int8), scale
+
+
+def dequantize_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Undo ``quantize_int8`` (up to its rounding): float32 ``q * scale`` per row."""
+    return q.astype(np.float32) * np.asarray(scale, np.float32).reshape((-1,) + (1,) * (q.ndim - 1))
+
+
+def encode(arrays: Mapping[str, np.ndarray], storage: str = "float32",
+           keep_float32: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Arrays to write for ``storage``; names in ``keep_float32`` and 1-D arrays (biases,
+    statistics: small, and offsets that coarse rounding would shift) stay float32."""
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    out: dict[str, np.ndarray] = {}
+    for name, a in arrays.items():
+        a = np.asarray(a, np.float32)
+        if storage == "float32" or name in keep_float32 or a.ndim < 2:
+            out[name] = a
+        elif storage == "float16":
+            out[name] = a.astype(np.float16)
+        else:
+            out[name], out[name + SCALE_SUFFIX] = quantize_int8(a)
+    return out
+
+
+def decode(stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Undo ``encode``: every weight array as float32; other arrays (strings, ints) unchanged."""
+    out: dict[str, np.ndarray] = {}
+    for name, a in stored.items():
+        if name.endswith(SCALE_SUFFIX):
+            continue
+        if a.dtype == np.int8 and name + SCALE_SUFFIX in stored:
+            out[name] = dequantize_int8(a, stored[name + SCALE_SUFFIX])
+        elif a.dtype == np.float16:
+            out[name] = a.astype(np.float32)
+        else:
+            out[name] = a
+    return out
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """All arrays of an .npz file, decoded (see ``decode``)."""
+    with np.load(path, allow_pickle=False) as z:
+        return decode({k: z[k] for k in z.files})
