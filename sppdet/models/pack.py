@@ -1,5 +1,6 @@
 """Pack a trained model directory for shipping: weight matrices in int8 or float16.
 
+    sppdet pack SRC_MODEL_DIR DST_MODEL_DIR [--storage int8|float16]
     python -m sppdet.models.pack SRC_MODEL_DIR DST_MODEL_DIR [--storage int8|float16]
 
 The packed model loads like any other (``load_model`` reads every weight array back as

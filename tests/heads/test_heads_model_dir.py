@@ -168,3 +168,20 @@ def test_version_1_model_with_fc_pt_still_loads(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "format_version": 1}))
     pooled = np.random.default_rng(0).uniform(0, 3, (5, 50)).astype(np.float32)
     np.testing.assert_allclose(load_model(tmp_path / "m").score(pooled), model.score(pooled), rtol=1e-6)
+
+
+def test_pack_command_writes_an_int8_copy_and_rejects_a_missing_model(tmp_path, capsys):
+    from sppdet.cli import main
+
+    model = make_model("fc7", dim=300, hidden=64)
+    save_model(tmp_path / "m", model)
+    main(["pack", str(tmp_path / "m"), str(tmp_path / "p")])
+    assert "int8" in capsys.readouterr().out
+    packed = load_model(tmp_path / "p")
+    assert packed.config["weights_storage"] == "int8" and packed.fc is not None
+    pooled = np.random.default_rng(0).uniform(0, 3, (8, 300)).astype(np.float32)
+    ref = model.score(pooled)
+    assert np.abs(packed.score(pooled) - ref).max() < 5e-2 * np.abs(ref).max()  # three rounded layers
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pack", str(tmp_path / "nowhere"), str(tmp_path / "q")])
+    assert exit_info.value.code == 1 and "does not exist" in capsys.readouterr().err
