@@ -112,9 +112,11 @@ class DetectorModel:
 KEEP_FLOAT32 = ("svm_b", "bbox_b", "bbox_mean", "bbox_std")
 
 
-def save_model(path: str | Path, model: DetectorModel, storage: str = "float32") -> Path:
+def save_model(path: str | Path, model: DetectorModel, storage: str = "float32",
+               fc6_rank: int | None = None) -> Path:
     """Write ``model`` into directory ``path`` (created if needed), weight matrices stored
-    as ``storage`` (float32, float16 or int8; see ``weight_storage``); returns the path."""
+    as ``storage`` (float32, float16 or int8; see ``weight_storage``), fc6's weights at
+    rank ``fc6_rank`` if given (head fc7); returns the path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg = dict(model.config)
@@ -131,20 +133,24 @@ def save_model(path: str | Path, model: DetectorModel, storage: str = "float32")
     if cfg["head"] == "fc7":
         if model.fc is None:
             raise ValueError("head fc7 needs the fc layers")
-        save_fc(path / FC_FILE, model.fc, storage)
+        save_fc(path / FC_FILE, model.fc, storage, fc6_rank)
+    cfg.pop("weights_storage", None)
+    cfg.pop("fc6_rank", None)
     if storage != "float32":
         cfg["weights_storage"] = storage
-    else:
-        cfg.pop("weights_storage", None)
+    if fc6_rank is not None and cfg["head"] == "fc7":
+        cfg["fc6_rank"] = int(fc6_rank)
     save_json(path / CONFIG_FILE, cfg)
     return path
 
 
-def save_fc(path: str | Path, fc: FcHead, storage: str = "float32") -> None:
+def save_fc(path: str | Path, fc: FcHead, storage: str = "float32", fc6_rank: int | None = None) -> None:
     """Atomically write the fc layers (an .npz of the state dict's arrays, weight matrices
-    stored as ``storage``, plus the sizes as JSON); ``load_fc`` reads them back as float32."""
+    stored as ``storage``, fc6's at rank ``fc6_rank`` if given, plus the sizes as JSON);
+    ``load_fc`` reads them back as float32."""
     state = {k: v.detach().cpu().float().numpy() for k, v in fc.state_dict().items()}
-    save_npz(path, config=np.array(json.dumps(fc.config())), **encode(state, storage))
+    ranks = {"fc6.weight": fc6_rank} if fc6_rank is not None else None
+    save_npz(path, config=np.array(json.dumps(fc.config())), **encode(state, storage, ranks=ranks))
 
 
 def fc_file(model_dir: str | Path) -> Path:

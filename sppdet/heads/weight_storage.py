@@ -6,6 +6,11 @@ int8 storage is symmetric and per row: an array ``a`` of shape (R, ...) is store
 Rows are output units for fc layers and classes for SVMs and box regressors, so every
 output is computed with weights rounded to 1/254 of its own largest weight.
 Reading always returns float32 arrays, whatever the storage.
+
+A large matrix can also be stored at a lower rank (Fast R-CNN's truncated SVD of fc6):
+``W (R, K) ~ (U_t S_t) V_t``, kept as ``<name>__lr_u`` (R, t) and ``<name>__lr_v`` (t, K),
+each in the chosen storage; reading multiplies them back into the full (R, K) matrix, so
+the model's layers and arithmetic do not change.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 
 STORAGES = ("float32", "float16", "int8")
 SCALE_SUFFIX = "__scale"
+LOW_RANK_U, LOW_RANK_V = "__lr_u", "__lr_v"
 INT8_MAX = 127
 
 
@@ -36,16 +42,29 @@ def dequantize_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) * np.asarray(scale, np.float32).reshape((-1,) + (1,) * (q.ndim - 1))
 
 
+def low_rank_factors(a: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Truncated SVD of a 2-D ``a`` (R, K): (U_t S_t (R, t), V_t (t, K)), t = min(rank, R, K)."""
+    u, s, vt = np.linalg.svd(np.asarray(a, np.float64), full_matrices=False)
+    t = min(rank, len(s))
+    return (u[:, :t] * s[:t]).astype(np.float32), vt[:t].astype(np.float32)
+
+
 def encode(arrays: Mapping[str, np.ndarray], storage: str = "float32",
-           keep_float32: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+           keep_float32: tuple[str, ...] = (), ranks: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
     """Arrays to write for ``storage``; names in ``keep_float32`` and 1-D arrays (biases,
-    statistics: small, and offsets that coarse rounding would shift) stay float32."""
+    statistics: small, and offsets that coarse rounding would shift) stay float32. Matrices
+    named in ``ranks`` are stored as two low-rank factors of that rank."""
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     out: dict[str, np.ndarray] = {}
     for name, a in arrays.items():
         a = np.asarray(a, np.float32)
-        if storage == "float32" or name in keep_float32 or a.ndim < 2:
+        if ranks and name in ranks:
+            if a.ndim != 2:
+                raise ValueError(f"{name}: low-rank storage needs a matrix, got shape {a.shape}")
+            u, v = low_rank_factors(a, ranks[name])
+            out.update(encode({name + LOW_RANK_U: u, name + LOW_RANK_V: v}, storage))
+        elif storage == "float32" or name in keep_float32 or a.ndim < 2:
             out[name] = a
         elif storage == "float16":
             out[name] = a.astype(np.float16)
@@ -66,6 +85,9 @@ def decode(stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             out[name] = a.astype(np.float32)
         else:
             out[name] = a
+    for name in [n for n in out if n.endswith(LOW_RANK_U)]:
+        base = name[: -len(LOW_RANK_U)]
+        out[base] = out.pop(name) @ out.pop(base + LOW_RANK_V)
     return out
 
 

@@ -185,3 +185,22 @@ def test_pack_command_writes_an_int8_copy_and_rejects_a_missing_model(tmp_path, 
     with pytest.raises(SystemExit) as exit_info:
         main(["pack", str(tmp_path / "nowhere"), str(tmp_path / "q")])
     assert exit_info.value.code == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_pack_with_fc6_rank_stores_the_truncated_svd_of_fc6(tmp_path):
+    from sppdet.models.pack import pack_model
+
+    model = make_model("fc7", dim=300, hidden=64)
+    save_model(tmp_path / "m", model)
+    pack_model(tmp_path / "m", tmp_path / "p", "float16", fc6_rank=16)
+    packed = load_model(tmp_path / "p")
+    assert packed.config["fc6_rank"] == 16 and packed.fc.fc6.weight.shape == (64, 300)
+    w = model.fc.fc6.weight.detach().numpy().astype(np.float64)
+    u, s, vt = np.linalg.svd(w, full_matrices=False)
+    ref = (u[:, :16] * s[:16]) @ vt[:16]
+    got = packed.fc.fc6.weight.detach().numpy()
+    assert np.linalg.norm(got - ref) < 1e-2 * np.linalg.norm(ref)
+    assert np.linalg.matrix_rank(got, tol=1e-3 * s[0]) == 16
+    save_model(tmp_path / "pool", make_model("pool"))
+    with pytest.raises(Exception, match="fc7 models only"):
+        pack_model(tmp_path / "pool", tmp_path / "q", fc6_rank=16)

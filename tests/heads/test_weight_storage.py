@@ -49,3 +49,22 @@ def test_biases_and_kept_names_stay_float32(storage):
 def test_unknown_storage_is_refused():
     with pytest.raises(ValueError, match="storage"):
         encode({"w": np.zeros((2, 2))}, "int4")
+
+
+def test_low_rank_storage_is_the_truncated_svd():
+    """Stored at rank t, a matrix reads back as its best rank-t approximation (Eckart-Young:
+    the Frobenius error is the norm of the dropped singular values); at full rank, itself."""
+    rng = np.random.default_rng(3)
+    a = (rng.normal(0, 1, (30, 8)) @ rng.normal(0, 1, (8, 50)) + rng.normal(0, 0.05, (30, 50))).astype(np.float32)
+    sv = np.linalg.svd(a.astype(np.float64), compute_uv=False)
+    for t in (3, 8):
+        stored = encode({"fc6.weight": a, "b": np.zeros(30, np.float32)}, "float32", ranks={"fc6.weight": t})
+        assert stored["fc6.weight__lr_u"].shape == (30, t) and stored["fc6.weight__lr_v"].shape == (t, 50)
+        back = decode(stored)
+        assert set(back) == {"fc6.weight", "b"}
+        err = np.linalg.norm(back["fc6.weight"] - a)
+        assert err == pytest.approx(np.sqrt((sv[t:] ** 2).sum()), rel=1e-3)
+    full = decode(encode({"w": a}, "float32", ranks={"w": 100}))["w"]
+    np.testing.assert_allclose(full, a, atol=1e-4)
+    int8 = decode(encode({"w": a}, "int8", ranks={"w": 8}))["w"]  # factors rounded to int8 too
+    assert np.linalg.norm(int8 - a) < 0.02 * np.linalg.norm(a)
