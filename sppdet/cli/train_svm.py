@@ -39,9 +39,9 @@ CHECKPOINT_DIR = ".train-svm-checkpoint"
               help="Retrain a class after this many new negatives.")
 @click.option("--max-negatives", default=20000, show_default=True,
               help="Cap on a class's cached negatives after eviction, hardest kept (0: no cap).")
-@click.option("--collapse-share", default=0.25, show_default=True,
+@click.option("--collapse-share", default=0.0, show_default=True,
               help="Refit a class's SVM with 10x its C when fewer than this share of its training "
-                   "positives score above 0 (a collapse to the bias); 0 disables.")
+                   "positives score above 0 (e.g. 0.25); 0: off (the reference; see docs/heads.md).")
 @click.option("--max-c-boosts", default=2, show_default=True,
               help="At most this many 10x raises of C per class.")
 @click.option("--gt-negatives/--no-gt-negatives", default=True, show_default=True,

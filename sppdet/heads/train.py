@@ -374,8 +374,8 @@ def summary_table(summary: dict) -> str:
         share = r.get("positives_above_zero", -1.0)
         if r["trained"] and 0 <= share < COLLAPSE_WARNING_SHARE:
             warnings.append(f"Warning: {name}: only {100 * share:.0f}% of its training positives score "
-                            f"above 0 (at C = {r.get('svm_c', 0):.3g}); the SVM has nearly collapsed to "
-                            f"its bias (try a larger --svm-c)")
+                            f"above 0 (at C = {r.get('svm_c', 0):.3g}); if its AP on held-out images is "
+                            f"near 0, the SVM has collapsed to its bias: try a larger --svm-c")
         elif r.get("c_boosts"):
             warnings.append(f"Note: {name}: its SVM collapsed to its bias at the run's C; C was raised "
                             f"to {r['svm_c']:.3g} for this class (* in the table)")

@@ -157,7 +157,7 @@ def test_collapsed_svm_is_refit_with_ten_times_its_c():
     svm = SVMParams(C=2e-4)
     plain, _, _ = run_miner(images, positives, MiningParams(retrain_every=50, collapse_share=0.0), svm)
     assert plain.stats[0].positives_above_zero < 0.25 and plain.stats[1].positives_above_zero > 0.8
-    mining = MiningParams(retrain_every=50)
+    mining = MiningParams(retrain_every=50, collapse_share=0.25)
     miner, W, b = run_miner(images, positives, mining, svm)
     ref, ref_c = naive_mining(images, positives, mining, svm)
     for c, (w_ref, b_ref, keys_ref) in enumerate(ref):
