@@ -2,9 +2,10 @@
 # The recipe of the shipped model (sppdet/models/voc07_mobilenet_v2), run end to end:
 #
 #   benchmarks/train_default_model.sh CACHE_DIR [VOC2007_DIR]
+#   SCALES="480 576 688 864 1200" benchmarks/train_default_model.sh CACHE_DIR   # five scales
 #
 # 1. selective search (fast, the shipped defaults) on all VOC 2007 train images;
-# 2. MobileNetV2 conv maps at one scale (688);
+# 2. MobileNetV2 conv maps at $SCALES (default one scale, 688);
 # 3. the development run: fine-tune fc6/fc7 and train fc7 SVMs (+ box regression) on the
 #    2,000 dev-train ids, evaluate on the 500 dev-val ids, choose the per-class display
 #    thresholds there, and measure the packed (int8) model on dev-val too;
@@ -13,23 +14,31 @@
 # The development and shipped runs overlap (two jobs on two cores). Every stage resumes
 # when re-run. Timings and peak memory (GNU time) go to CACHE_DIR/logs/*.time;
 # CACHE_DIR/eval_*.json hold the development results. Needs TORCH_HOME (see README).
+# Set PACK_INTO= (empty) to leave the package's model alone; PACK_ARGS are passed to
+# `sppdet pack` (default: int8 storage; measured in docs/results.md).
 set -euo pipefail
 C=${1:?usage: $0 CACHE_DIR [VOC2007_DIR]}
 V=${2:-../shared/data/VOCdevkit/VOC2007}
 SPPDET=${SPPDET:-sppdet}
-PYTHON=${PYTHON:-python}
+SCALES=${SCALES:-688}
+PACK_INTO=${PACK_INTO-sppdet/models/voc07_mobilenet_v2}
+read -r -a PACK_ARGS <<< "${PACK_ARGS---storage int8}"
+tag=$(echo "$SCALES" | tr ' ' '_')   # e.g. 688, 480_576_688_864_1200
 mkdir -p "$C/logs"
 cd "$(dirname "$0")/.."
 
-run() {  # run NAME CMD...: log to $C/logs/NAME.log, time and peak RSS to NAME.time
-    local name=$1; shift
+run() {  # run NAME CMD...: log to $C/logs/NAME_<scales>.log, time and peak RSS to .time
+    local name=${1}_$tag; shift
     echo "[$(date +%T)] $name: $*"
     /usr/bin/time -f "%e s wall, %U s user, %M KB peak RSS" -o "$C/logs/$name.time" "$@" \
         > "$C/logs/$name.log" 2>&1
     echo "[$(date +%T)] $name done: $(cat "$C/logs/$name.time")"
 }
 
-CACHES=(--proposals "$C/voc07_ss" --features "$C/voc07_mnv2_688")
+feats=$C/voc07_mnv2_$tag
+CACHES=(--proposals "$C/voc07_ss" --features "$feats")
+scale_args=()
+for s in $SCALES; do scale_args+=(--scales "$s"); done
 SVM=(--head fc7 --svm-c 0.01 --retrain-every 8000 --max-negatives 8000 --quiet)
 all_ids="$C/voc07_train_all.txt"
 cat splits/voc07_dev_train.txt splits/voc07_dev_val.txt > "$all_ids"
@@ -37,9 +46,9 @@ cat splits/voc07_dev_train.txt splits/voc07_dev_val.txt > "$all_ids"
 run proposals $SPPDET proposals --voc "$V" --split train --method ss-fast --out "$C/voc07_ss" \
     --workers 2 --no-progress
 run extract $SPPDET extract --voc "$V" --split train --proposals "$C/voc07_ss" \
-    --out "$C/voc07_mnv2_688" --scales 688 --threads 2
+    --out "$feats" "${scale_args[@]}" --threads 2
 
-dev=$C/model_fc7_dev
+dev=$C/model_fc7_dev_$tag
 run finetune_dev $SPPDET finetune --voc "$V" --ids splits/voc07_dev_train.txt "${CACHES[@]}" \
     --out "$dev" --quiet
 (
@@ -47,16 +56,16 @@ run finetune_dev $SPPDET finetune --voc "$V" --ids splits/voc07_dev_train.txt "$
     run svm_dev $SPPDET train-svm --voc "$V" --ids splits/voc07_dev_train.txt "${CACHES[@]}" \
         "${SVM[@]}" --out "$dev"
     run eval_dev $SPPDET eval --voc "$V" --ids splits/voc07_dev_val.txt --model "$dev" \
-        "${CACHES[@]}" --save-display-thresholds --json "$C/eval_fc7_dev.json"
+        "${CACHES[@]}" --save-display-thresholds --json "$C/eval_fc7_dev_$tag.json"
     run eval_dev_nobbox $SPPDET eval --voc "$V" --ids splits/voc07_dev_val.txt --model "$dev" \
-        "${CACHES[@]}" --no-bbox-reg --json "$C/eval_fc7_dev_nobbox.json"
-    $PYTHON -m sppdet.models.pack "$dev" "$C/model_fc7_dev_int8"
+        "${CACHES[@]}" --no-bbox-reg --json "$C/eval_fc7_dev_${tag}_nobbox.json"
+    $SPPDET pack "$dev" "${dev}_int8" "${PACK_ARGS[@]}"
     run eval_dev_int8 $SPPDET eval --voc "$V" --ids splits/voc07_dev_val.txt \
-        --model "$C/model_fc7_dev_int8" "${CACHES[@]}" --json "$C/eval_fc7_dev_int8.json"
+        --model "${dev}_int8" "${CACHES[@]}" --json "$C/eval_fc7_dev_${tag}_int8.json"
 ) &
 dev_job=$!
 
-all=$C/model_fc7_all
+all=$C/model_fc7_all_$tag
 export OMP_NUM_THREADS=1
 run finetune_all $SPPDET finetune --voc "$V" --ids "$all_ids" "${CACHES[@]}" --out "$all" --quiet
 run svm_all $SPPDET train-svm --voc "$V" --ids "$all_ids" "${CACHES[@]}" "${SVM[@]}" --out "$all"
@@ -65,5 +74,8 @@ wait "$dev_job"
 # Display thresholds chosen on dev-val with the development model, written into the final one.
 run thresholds $SPPDET eval --voc "$V" --ids splits/voc07_dev_val.txt --model "$dev" \
     "${CACHES[@]}" --save-display-thresholds --thresholds-into "$all" --no-coco
-$PYTHON -m sppdet.models.pack "$all" sppdet/models/voc07_mobilenet_v2
-echo "done: sppdet/models/voc07_mobilenet_v2; development results in $C/eval_fc7_dev*.json"
+$SPPDET pack "$all" "${all}_int8" "${PACK_ARGS[@]}"
+if [ -n "$PACK_INTO" ]; then
+    $SPPDET pack "$all" "$PACK_INTO" "${PACK_ARGS[@]}"
+fi
+echo "done: ${all}_int8 ${PACK_INTO:+and $PACK_INTO}; development results in $C/eval_fc7_dev_$tag*.json"
