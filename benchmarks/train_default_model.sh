@@ -14,6 +14,7 @@
 # The development and shipped runs overlap (two jobs on two cores). Every stage resumes
 # when re-run. Timings and peak memory (GNU time) go to CACHE_DIR/logs/*.time;
 # CACHE_DIR/eval_*.json hold the development results. Needs TORCH_HOME (see README).
+# DEV_ONLY=1 stops after the development run (a measurement; nothing is shipped).
 # Set PACK_INTO= (empty) to leave the package's model alone; PACK_ARGS are passed to
 # `sppdet pack` (default: int8 storage; measured in docs/results.md).
 set -euo pipefail
@@ -64,6 +65,11 @@ run finetune_dev $SPPDET finetune --voc "$V" --ids splits/voc07_dev_train.txt "$
         --model "${dev}_int8" "${CACHES[@]}" --json "$C/eval_fc7_dev_${tag}_int8.json"
 ) &
 dev_job=$!
+if [ -n "${DEV_ONLY:-}" ]; then
+    wait "$dev_job"
+    echo "done (development run only): $C/eval_fc7_dev_$tag*.json"
+    exit 0
+fi
 
 all=$C/model_fc7_all_$tag
 export OMP_NUM_THREADS=1
