@@ -2,10 +2,10 @@
 # The recipe of the shipped model (sppdet/models/voc07_mobilenet_v2), run end to end:
 #
 #   benchmarks/train_default_model.sh CACHE_DIR [VOC2007_DIR]
-#   SCALES="480 576 688 864 1200" benchmarks/train_default_model.sh CACHE_DIR   # five scales
+#   SCALES=688 benchmarks/train_default_model.sh CACHE_DIR   # one scale (about an hour)
 #
 # 1. selective search (fast, the shipped defaults) on all VOC 2007 train images;
-# 2. MobileNetV2 conv maps at $SCALES (default one scale, 688);
+# 2. MobileNetV2 conv maps at $SCALES (default the five scales 480-1200);
 # 3. the development run: fine-tune fc6/fc7 and train fc7 SVMs (+ box regression) on the
 #    2,000 dev-train ids, evaluate on the 500 dev-val ids, choose the per-class display
 #    thresholds there, and measure the packed (int8) model on dev-val too;
@@ -21,7 +21,7 @@ set -euo pipefail
 C=${1:?usage: $0 CACHE_DIR [VOC2007_DIR]}
 V=${2:-../shared/data/VOCdevkit/VOC2007}
 SPPDET=${SPPDET:-sppdet}
-SCALES=${SCALES:-688}
+SCALES=${SCALES:-480 576 688 864 1200}
 PACK_INTO=${PACK_INTO-sppdet/models/voc07_mobilenet_v2}
 read -r -a PACK_ARGS <<< "${PACK_ARGS---storage int8}"
 tag=$(echo "$SCALES" | tr ' ' '_')   # e.g. 688, 480_576_688_864_1200
