@@ -16,14 +16,15 @@
 # CACHE_DIR/eval_*.json hold the development results. Needs TORCH_HOME (see README).
 # DEV_ONLY=1 stops after the development run (a measurement; nothing is shipped).
 # Set PACK_INTO= (empty) to leave the package's model alone; PACK_ARGS are passed to
-# `sppdet pack` (default: int8 storage; measured in docs/results.md).
+# `sppdet pack` (default: int8 storage, fc6 at rank 384 fitted to its inputs on the
+# training caches; measured in docs/results.md).
 set -euo pipefail
 C=${1:?usage: $0 CACHE_DIR [VOC2007_DIR]}
 V=${2:-../shared/data/VOCdevkit/VOC2007}
 SPPDET=${SPPDET:-sppdet}
 SCALES=${SCALES:-480 576 688 864 1200}
 PACK_INTO=${PACK_INTO-sppdet/models/voc07_mobilenet_v2}
-read -r -a PACK_ARGS <<< "${PACK_ARGS---storage int8}"
+read -r -a PACK_ARGS <<< "${PACK_ARGS---storage int8 --fc6-rank 384}"
 tag=$(echo "$SCALES" | tr ' ' '_')   # e.g. 688, 480_576_688_864_1200
 mkdir -p "$C/logs"
 cd "$(dirname "$0")/.."
@@ -60,7 +61,7 @@ run finetune_dev $SPPDET finetune --voc "$V" --ids splits/voc07_dev_train.txt "$
         "${CACHES[@]}" --save-display-thresholds --json "$C/eval_fc7_dev_$tag.json"
     run eval_dev_nobbox $SPPDET eval --voc "$V" --ids splits/voc07_dev_val.txt --model "$dev" \
         "${CACHES[@]}" --no-bbox-reg --json "$C/eval_fc7_dev_${tag}_nobbox.json"
-    $SPPDET pack "$dev" "${dev}_int8" "${PACK_ARGS[@]}"
+    $SPPDET pack "$dev" "${dev}_int8" "${PACK_ARGS[@]}" --calibrate "$feats" "$C/voc07_ss"
     run eval_dev_int8 $SPPDET eval --voc "$V" --ids splits/voc07_dev_val.txt \
         --model "${dev}_int8" "${CACHES[@]}" --json "$C/eval_fc7_dev_${tag}_int8.json"
 ) &
@@ -80,8 +81,8 @@ wait "$dev_job"
 # Display thresholds chosen on dev-val with the development model, written into the final one.
 run thresholds $SPPDET eval --voc "$V" --ids splits/voc07_dev_val.txt --model "$dev" \
     "${CACHES[@]}" --save-display-thresholds --thresholds-into "$all" --no-coco
-$SPPDET pack "$all" "${all}_int8" "${PACK_ARGS[@]}"
+$SPPDET pack "$all" "${all}_int8" "${PACK_ARGS[@]}" --calibrate "$feats" "$C/voc07_ss"
 if [ -n "$PACK_INTO" ]; then
-    $SPPDET pack "$all" "$PACK_INTO" "${PACK_ARGS[@]}"
+    $SPPDET pack "$all" "$PACK_INTO" "${PACK_ARGS[@]}" --calibrate "$feats" "$C/voc07_ss"
 fi
 echo "done: ${all}_int8 ${PACK_INTO:+and $PACK_INTO}; development results in $C/eval_fc7_dev_$tag*.json"

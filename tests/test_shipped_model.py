@@ -18,7 +18,7 @@ def test_shipped_model_loads_and_matches_format():
     assert len(model.classes) == 20 and model.svm_W.shape == (20, model.config["svm_dim"])
     assert model.config["backbone"] == "mobilenet_v2" and model.bbox is not None
     assert not [f.name for f in path.iterdir() if f.suffix in (".pt", ".pth")]  # no pickled files
-    assert sum(f.stat().st_size for f in path.iterdir()) < 8 * 2**20  # a few MB: heads only (int8)
+    assert sum(f.stat().st_size for f in path.iterdir()) < 5 * 2**20  # a few MB: heads only (int8, low-rank fc6)
 
 
 @pytest.mark.parametrize("sample, expected", [("astronaut", "person"), ("chelsea", "cat"),

@@ -33,7 +33,7 @@ from sppdet.errors import ConfigMismatchError, ModelFormatError
 from sppdet.fileio import atomic_path, save_json, save_npz
 from sppdet.heads.bbox_regression import BoxRegressor
 from sppdet.heads.fc_head import FcHead
-from sppdet.heads.weight_storage import encode, read_npz
+from sppdet.heads.weight_storage import encode, input_aware_factors, read_npz
 
 FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
@@ -113,10 +113,11 @@ KEEP_FLOAT32 = ("svm_b", "bbox_b", "bbox_mean", "bbox_std")
 
 
 def save_model(path: str | Path, model: DetectorModel, storage: str = "float32",
-               fc6_rank: int | None = None) -> Path:
+               fc6_rank: int | None = None, fc6_inputs: np.ndarray | None = None) -> Path:
     """Write ``model`` into directory ``path`` (created if needed), weight matrices stored
     as ``storage`` (float32, float16 or int8; see ``weight_storage``), fc6's weights at
-    rank ``fc6_rank`` if given (head fc7); returns the path."""
+    rank ``fc6_rank`` if given (head fc7; fitted to the sample ``fc6_inputs`` of fc6's
+    inputs if given, else a plain truncated SVD); returns the path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg = dict(model.config)
@@ -133,24 +134,32 @@ def save_model(path: str | Path, model: DetectorModel, storage: str = "float32",
     if cfg["head"] == "fc7":
         if model.fc is None:
             raise ValueError("head fc7 needs the fc layers")
-        save_fc(path / FC_FILE, model.fc, storage, fc6_rank)
+        save_fc(path / FC_FILE, model.fc, storage, fc6_rank, fc6_inputs)
     cfg.pop("weights_storage", None)
     cfg.pop("fc6_rank", None)
+    cfg.pop("fc6_rank_fit", None)
     if storage != "float32":
         cfg["weights_storage"] = storage
     if fc6_rank is not None and cfg["head"] == "fc7":
         cfg["fc6_rank"] = int(fc6_rank)
+        cfg["fc6_rank_fit"] = "input-aware" if fc6_inputs is not None else "svd"
     save_json(path / CONFIG_FILE, cfg)
     return path
 
 
-def save_fc(path: str | Path, fc: FcHead, storage: str = "float32", fc6_rank: int | None = None) -> None:
+def save_fc(path: str | Path, fc: FcHead, storage: str = "float32", fc6_rank: int | None = None,
+            fc6_inputs: np.ndarray | None = None) -> None:
     """Atomically write the fc layers (an .npz of the state dict's arrays, weight matrices
-    stored as ``storage``, fc6's at rank ``fc6_rank`` if given, plus the sizes as JSON);
-    ``load_fc`` reads them back as float32."""
+    stored as ``storage``, fc6's at rank ``fc6_rank`` if given, fitted to ``fc6_inputs``
+    if given, plus the sizes as JSON); ``load_fc`` reads them back as float32."""
     state = {k: v.detach().cpu().float().numpy() for k, v in fc.state_dict().items()}
-    ranks = {"fc6.weight": fc6_rank} if fc6_rank is not None else None
-    save_npz(path, config=np.array(json.dumps(fc.config())), **encode(state, storage, ranks=ranks))
+    ranks = factors = None
+    if fc6_rank is not None and fc6_inputs is not None:
+        factors = {"fc6.weight": input_aware_factors(state["fc6.weight"], fc6_inputs, fc6_rank)}
+    elif fc6_rank is not None:
+        ranks = {"fc6.weight": fc6_rank}
+    save_npz(path, config=np.array(json.dumps(fc.config())),
+             **encode(state, storage, ranks=ranks, factors=factors))
 
 
 def fc_file(model_dir: str | Path) -> Path:

@@ -10,7 +10,10 @@ Reading always returns float32 arrays, whatever the storage.
 A large matrix can also be stored at a lower rank (Fast R-CNN's truncated SVD of fc6):
 ``W (R, K) ~ (U_t S_t) V_t``, kept as ``<name>__lr_u`` (R, t) and ``<name>__lr_v`` (t, K),
 each in the chosen storage; reading multiplies them back into the full (R, K) matrix, so
-the model's layers and arithmetic do not change.
+the model's layers and arithmetic do not change. Given a sample of the layer's inputs x
+(second moment M = E[x x^T]), ``input_aware_factors`` minimises the error on those inputs,
+E ||(W - W_t) x||^2, instead of ||W - W_t||_F: W_t = (W M^1/2)_t M^-1/2, the truncated SVD
+in whitened input coordinates.
 """
 
 from __future__ import annotations
@@ -49,17 +52,35 @@ def low_rank_factors(a: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     return (u[:, :t] * s[:t]).astype(np.float32), vt[:t].astype(np.float32)
 
 
+def input_aware_factors(a: np.ndarray, inputs: np.ndarray, rank: int,
+                        eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-``rank`` factors (U (R, t), V (t, K)) of ``a`` (R, K) minimising the error on the
+    sampled ``inputs`` (N, K): the truncated SVD of ``a @ M^1/2`` mapped back by ``M^-1/2``,
+    M = inputs^T inputs / N (eigenvalues floored at ``eps`` times the largest)."""
+    x = np.asarray(inputs, np.float64)
+    ev, q = np.linalg.eigh(x.T @ x / len(x))
+    ev = np.maximum(ev, ev.max() * eps)
+    half, inv_half = (q * np.sqrt(ev)) @ q.T, (q / np.sqrt(ev)) @ q.T
+    u, v = low_rank_factors(np.asarray(a, np.float64) @ half, rank)
+    return u, (v.astype(np.float64) @ inv_half).astype(np.float32)
+
+
 def encode(arrays: Mapping[str, np.ndarray], storage: str = "float32",
-           keep_float32: tuple[str, ...] = (), ranks: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+           keep_float32: tuple[str, ...] = (), ranks: Mapping[str, int] | None = None,
+           factors: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
     """Arrays to write for ``storage``; names in ``keep_float32`` and 1-D arrays (biases,
     statistics: small, and offsets that coarse rounding would shift) stay float32. Matrices
-    named in ``ranks`` are stored as two low-rank factors of that rank."""
+    named in ``ranks`` are stored as two low-rank factors of that rank (plain truncated SVD),
+    those in ``factors`` as the given factors (U, V)."""
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     out: dict[str, np.ndarray] = {}
     for name, a in arrays.items():
         a = np.asarray(a, np.float32)
-        if ranks and name in ranks:
+        if factors and name in factors:
+            u, v = factors[name]
+            out.update(encode({name + LOW_RANK_U: u, name + LOW_RANK_V: v}, storage))
+        elif ranks and name in ranks:
             if a.ndim != 2:
                 raise ValueError(f"{name}: low-rank storage needs a matrix, got shape {a.shape}")
             u, v = low_rank_factors(a, ranks[name])

@@ -1,23 +1,25 @@
 """Pack a trained model directory for shipping: weight matrices in int8 or float16.
 
     sppdet pack SRC_MODEL_DIR DST_MODEL_DIR [--storage int8|float16]
-    python -m sppdet.models.pack SRC_MODEL_DIR DST_MODEL_DIR [--storage int8|float16]
 
 The packed model loads like any other (``load_model`` reads every weight array back as
 float32; see ``sppdet.heads.weight_storage``). int8 stores each row (an fc unit, a class)
 with its own scale: a quarter of the float32 size. ``--fc6-rank T`` also stores fc6's
-weights as a rank-T product (truncated SVD), reconstructed when the model loads. Biases and box-target statistics stay
+weights as a rank-T product, reconstructed when the model loads: a plain truncated SVD, or,
+with ``--calibrate FEATURES PROPOSALS``, the product that best keeps fc6's outputs on a
+sample of windows from those caches (``weight_storage.input_aware_factors``). Biases and box-target statistics stay
 float32. ``docs/results.md`` reports the development mAP of the shipped, packed model.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
+import numpy as np
+
 from sppdet.errors import SppdetError
-from sppdet.heads.model_dir import CONFIG_FILE, FC_FILE, HEADS_FILE, fc_file, load_model, save_model
+from sppdet.heads.model_dir import CONFIG_FILE, HEADS_FILE, DetectorModel, fc_file, load_model, save_model
+from sppdet.heads.sources import open_caches
 
 
 def model_bytes(model_dir: Path) -> int:
@@ -26,33 +28,41 @@ def model_bytes(model_dir: Path) -> int:
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
-def pack_model(src: str | Path, dst: str | Path, storage: str = "int8",
-               fc6_rank: int | None = None) -> tuple[int, int]:
+def sample_fc6_inputs(model: DetectorModel, features_dir: str | Path, proposals_dir: str | Path,
+                      images: int = 300, windows: int = 100, seed: int = 0) -> np.ndarray:
+    """fc6's inputs (scaled pooled features) for a seeded sample of proposal windows:
+    ``windows`` from each of ``images`` images of the caches (the training caches)."""
+    caches = open_caches(features_dir, proposals_dir)
+    ids = sorted(caches.features.image_ids())
+    if not ids:
+        raise SppdetError(f"{features_dir}: no images in the feature cache")
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(ids), size=min(images, len(ids)), replace=False)
+    xs = []
+    for i in np.sort(picked):
+        boxes = np.asarray(caches.proposals.load(ids[i]), np.float64).reshape(-1, 4)
+        if len(boxes):
+            rows = np.sort(rng.choice(len(boxes), size=min(windows, len(boxes)), replace=False))
+            xs.append(model.scaled(caches.features.pooled(ids[i], boxes[rows])))
+    if not xs:
+        raise SppdetError(f"{proposals_dir}: no proposals to calibrate fc6 on")
+    return np.concatenate(xs)
+
+
+def pack_model(src: str | Path, dst: str | Path, storage: str = "int8", fc6_rank: int | None = None,
+               calibration: tuple[str | Path, str | Path] | None = None) -> tuple[int, int]:
     """Write ``src``'s model into ``dst`` with its weight matrices stored as ``storage``
-    (and fc6's at rank ``fc6_rank``); returns the bytes on disk before and after."""
+    (and fc6's at rank ``fc6_rank``, fitted to fc6's inputs on windows of the
+    ``calibration`` caches (features, proposals) if given); returns the bytes on disk
+    before and after."""
     src, dst = Path(src), Path(dst)
     model = load_model(src)
     if src.resolve() == dst.resolve():
         raise SppdetError(f"{dst}: pack into another directory than the source")
     if fc6_rank is not None and model.fc is None:
         raise SppdetError(f"{src}: --fc6-rank applies to head fc7 models only")
-    save_model(dst, model, storage, fc6_rank)
+    if calibration is not None and fc6_rank is None:
+        raise SppdetError("calibration caches are only used with an fc6 rank")
+    inputs = sample_fc6_inputs(model, *calibration) if calibration is not None else None
+    save_model(dst, model, storage, fc6_rank, inputs)
     return model_bytes(src), model_bytes(dst)
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("src", type=Path)
-    ap.add_argument("dst", type=Path)
-    ap.add_argument("--storage", choices=("int8", "float16"), default="int8")
-    ap.add_argument("--fc6-rank", type=int, default=None)
-    args = ap.parse_args(argv)
-    try:
-        before, after = pack_model(args.src, args.dst, args.storage, args.fc6_rank)
-    except SppdetError as e:
-        sys.exit(f"Error: {e}")
-    print(f"{args.src} ({before / 2**20:.1f} MB) -> {args.dst} ({after / 2**20:.1f} MB, {args.storage})")
-
-
-if __name__ == "__main__":
-    main()

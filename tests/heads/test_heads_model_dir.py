@@ -204,3 +204,5 @@ def test_pack_with_fc6_rank_stores_the_truncated_svd_of_fc6(tmp_path):
     save_model(tmp_path / "pool", make_model("pool"))
     with pytest.raises(Exception, match="fc7 models only"):
         pack_model(tmp_path / "pool", tmp_path / "q", fc6_rank=16)
+    with pytest.raises(Exception, match="only used with an fc6 rank"):
+        pack_model(tmp_path / "m", tmp_path / "q", calibration=(tmp_path / "f", tmp_path / "p"))

@@ -68,3 +68,24 @@ def test_low_rank_storage_is_the_truncated_svd():
     np.testing.assert_allclose(full, a, atol=1e-4)
     int8 = decode(encode({"w": a}, "int8", ranks={"w": 8}))["w"]  # factors rounded to int8 too
     assert np.linalg.norm(int8 - a) < 0.02 * np.linalg.norm(a)
+
+
+def test_input_aware_factors_reach_the_optimal_error_on_their_inputs():
+    """On anisotropic inputs, E||(W - W_t) x||^2 equals the sum of the dropped squared
+    singular values of W M^1/2 (the optimum over rank-t matrices) and beats a plain SVD."""
+    from sppdet.heads.weight_storage import input_aware_factors, low_rank_factors
+
+    rng = np.random.default_rng(4)
+    w = rng.normal(0, 1, (20, 40))
+    x = rng.normal(0, 1, (5000, 40)) * np.geomspace(10, 0.01, 40)  # a few dominant directions
+    m = x.T @ x / len(x)
+    ev, q = np.linalg.eigh(m)
+    sv = np.linalg.svd(w @ ((q * np.sqrt(ev)) @ q.T), compute_uv=False)
+    for t in (3, 8):
+        u, v = input_aware_factors(w, x, t)
+        assert u.shape == (20, t) and v.shape == (t, 40)
+        err = np.mean(np.sum(((w - u.astype(np.float64) @ v) @ x.T) ** 2, axis=0))
+        assert err == pytest.approx((sv[t:] ** 2).sum(), rel=1e-3)
+        pu, pv = low_rank_factors(w, t)
+        plain = np.mean(np.sum(((w - pu.astype(np.float64) @ pv) @ x.T) ** 2, axis=0))
+        assert err < 0.5 * plain
