@@ -130,7 +130,7 @@ class ProposalCache:
             raise CacheMissingError(f"{path}: no proposals for image {image_id!r} "
                                     f"(run `sppdet proposals` for it, or check the id)")
         try:
-            with np.load(path) as data:
+            with np.load(path, allow_pickle=False) as data:
                 boxes = data["boxes"].astype(np.float32).reshape(-1, 4)
                 scores = data["scores"].astype(np.float32).reshape(-1)
         except (OSError, ValueError, KeyError) as e:

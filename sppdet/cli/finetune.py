@@ -10,7 +10,7 @@ import click
 from sppdet.cli.options import cache_options, dataset_options, device_option
 from sppdet.data import VOCDataset
 
-CHECKPOINT = "finetune.ckpt.pt"
+CHECKPOINT = "finetune.ckpt.npz"
 
 
 @click.command("finetune")

@@ -17,6 +17,7 @@ Weights (``get_backbone(name, weights)``):
 from __future__ import annotations
 
 import hashlib
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -154,6 +155,9 @@ def _load_file(spec: BackboneSpec, model: nn.Module, path: Path) -> None:
     """Load a state dict of the whole model or of the trunk from ``path``."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise SppdetError(f"cannot read weights file {path}: it holds objects other than tensors, "
+                          f"which are not read (unpickling can run code)") from None
     except Exception as e:  # unpickling errors come in many types
         raise SppdetError(f"cannot read weights file {path}: {e}") from e
     if isinstance(state, dict):

@@ -142,7 +142,7 @@ class FeatureCache:
         if not path.is_file():
             raise DataError(f"{path}: image {image_id!r} is not in the feature cache {self.dir}")
         try:
-            with np.load(path) as data:
+            with np.load(path, allow_pickle=False) as data:
                 scales = tuple(int(s) for s in data["scales"])
                 maps = [torch.from_numpy(data[f"map_{i}"]).to(device) for i in range(len(scales))]
                 factors = data["factors"].astype(np.float64)

@@ -47,7 +47,7 @@ def load_proposals(directory: str | Path, image_id: str) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: no proposals for image {image_id!r}")
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             boxes = np.asarray(data["boxes"], dtype=np.float32)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: unreadable proposals file ({e})") from e

@@ -55,7 +55,7 @@ class TrainCheckpoint:
         if not path.is_file():
             return None
         try:
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: unreadable checkpoint ({e}); delete it to start over") from None

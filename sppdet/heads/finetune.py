@@ -28,8 +28,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sppdet.errors import DataError
-from sppdet.fileio import atomic_path
 from sppdet.heads.fc_head import FcHead
+from sppdet.heads.safe_checkpoint import (load_training_checkpoint, refuse_pickled_checkpoint,
+                                          save_training_checkpoint)
 from sppdet.heads.sources import FeatureSource, TrainingImage, best_gt
 
 
@@ -169,7 +170,8 @@ def train_fc(pool: WindowPool, num_classes: int, params: FinetuneParams = Finetu
              device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
              checkpoint_every: int = 500, stop_after: int | None = None,
              progress: bool = True) -> tuple[FcHead, dict]:
-    """Train an ``FcHead`` on the pool; resumes from ``checkpoint`` when it exists.
+    """Train an ``FcHead`` on the pool; resumes from ``checkpoint`` (an .npz written by
+    ``safe_checkpoint``, never a pickle) when it exists.
 
     ``stop_after`` ends the run (with a checkpoint) after that many iterations in total,
     as an interruption would. Returns the head (eval mode, on CPU) and a summary.
@@ -182,28 +184,21 @@ def train_fc(pool: WindowPool, num_classes: int, params: FinetuneParams = Finetu
         mean, std = torch.from_numpy(mean_np).to(device), torch.from_numpy(std_np).to(device)
     opt = torch.optim.SGD(fc.parameters(), lr=params.lr, momentum=params.momentum,
                           weight_decay=params.weight_decay)
-    start, losses = 0, []
+    start, losses, running = 0, [], None
     ckpt = Path(checkpoint) if checkpoint is not None else None
+    settings = {"params": params.as_dict(), "pool_size": int(len(pool.labels)), "num_classes": num_classes}
+    if ckpt is not None:
+        refuse_pickled_checkpoint(ckpt)
     if ckpt is not None and ckpt.is_file():
-        blob = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if blob.get("params") != params.as_dict() or blob.get("pool_size") != len(pool.labels):
-            raise DataError(f"{ckpt}: checkpoint of a run with other settings; delete it to start over")
-        fc.load_state_dict(blob["model"])
-        opt.load_state_dict(blob["optim"])
-        torch.set_rng_state(blob["rng"])
-        if device.type == "cuda" and blob.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(blob["cuda_rng"], device)
-        start, losses = int(blob["iteration"]), list(blob["losses"])
+        meta = load_training_checkpoint(ckpt, fc, opt, expect=settings)
+        start, losses = int(meta["iteration"]), [float(v) for v in meta["losses"]]
+        running = meta.get("running_loss")
 
     def save_checkpoint(iteration: int) -> None:
-        if ckpt is None:
-            return
-        blob = {"iteration": iteration, "model": fc.state_dict(), "optim": opt.state_dict(),
-                "rng": torch.get_rng_state(), "params": params.as_dict(), "pool_size": len(pool.labels),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "losses": losses}
-        with atomic_path(ckpt) as tmp:
-            torch.save(blob, tmp)
+        if ckpt is not None:
+            save_training_checkpoint(ckpt, model=fc, optimizer=opt,
+                                     meta={**settings, "iteration": iteration, "losses": losses,
+                                           "running_loss": running})
 
     fg_rows, bg_rows = np.flatnonzero(pool.labels > 0), np.flatnonzero(pool.labels == 0)
     streams = (_Stream(len(fg_rows), params.seed, 5), _Stream(len(bg_rows), params.seed, 6))
@@ -213,7 +208,6 @@ def train_fc(pool: WindowPool, num_classes: int, params: FinetuneParams = Finetu
     t0 = time.perf_counter()
     bar = tqdm(range(start, end), desc="fine-tuning", unit="it", initial=start,
                total=params.iterations) if progress else range(start, end)
-    running = None
     for t in bar:
         for g in opt.param_groups:
             g["lr"] = _lr_at(params, t)

@@ -21,6 +21,7 @@ float16 or per-row int8 (config ``weights_storage``, module ``weight_storage``);
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,7 +177,12 @@ def load_fc(path: str | Path, device: str | torch.device = "cpu") -> FcHead:
         raise ModelFormatError(f"{path}: fc layers missing (run `sppdet finetune` first)")
     try:
         if path.suffix == ".pt":
-            blob = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                blob = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                raise ModelFormatError(f"{path}: not a valid fc layers file (it holds objects other "
+                                       f"than tensors, which are not read: unpickling can run "
+                                       f"code)") from None
             config, state = blob["config"], blob["state_dict"]
         else:
             arrays = read_npz(path)

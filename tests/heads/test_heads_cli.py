@@ -98,7 +98,7 @@ def test_finetune_then_fc7_svms(caches, capsys):
     assert run("finetune", *common, "--out", str(ft), "--hidden", "16", "--iterations", "40",
                "--lr-step", "30", "--batch-size", "16", "--fg-per-image", "4",
                "--bg-per-image", "8", "--checkpoint-every", "20") == 0
-    assert (ft / "fc.npz").is_file() and not (ft / "finetune.ckpt.pt").exists()
+    assert (ft / "fc.npz").is_file() and not (ft / "finetune.ckpt.npz").exists()
     assert run("train-svm", *common, "--out", str(tmp / "m7"), "--head", "fc7", "--finetuned", str(ft),
                "--no-bbox-reg") == 0
     m7 = load_model(tmp / "m7")
