@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from sppdet.errors import ModelFormatError, SppdetError
 from sppdet.features.backbones import get_backbone
 from sppdet.features.extractor import FeatureExtractor, FeatureMaps
 from sppdet.heads.model_dir import DetectorModel, load_model
+
+if TYPE_CHECKING:
+    from sppdet.result import DetectionResult
 
 Proposer = Callable[[np.ndarray], np.ndarray]
 
@@ -127,6 +130,63 @@ class Detector:
         if self._proposer is None:
             self._proposer = proposer_for(self.models[0].config.get("proposals", {}))
         return self._proposer
+
+    @classmethod
+    def load(cls, model: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+             device: str | torch.device | None = None, *, score_threshold: float | None = None,
+             nms_iou: float | None = None, max_per_image: int | None = None,
+             proposals: str | None = None) -> "Detector":
+        """A detector from model directories, with the display thresholds of `sppdet detect`.
+
+        Args:
+            model: a model directory, a list of them (combined by NMS on the union of their
+                scored windows), or None for the model shipped in the package.
+            device: "cpu", "cuda", "cuda:N" (default: cuda when available, else cpu).
+            score_threshold: keep detections scoring above this in every class (default: the
+                model's per-class display thresholds; -1.5 keeps what evaluation keeps).
+            nms_iou: IoU of per-class NMS (default: the model's, 0.3).
+            max_per_image: at most this many detections per image (default: the model's, 100).
+            proposals: proposal method (ss-fast, ss-quality, edgeboxes; default: the model's).
+
+        Returns:
+            A :class:`Detector`; call it on an image to get a :class:`~sppdet.result.DetectionResult`.
+
+        Example:
+            >>> det = sppdet.Detector.load()                 # doctest: +SKIP
+            >>> result = det("photo.jpg")                    # doctest: +SKIP
+            >>> result.boxes, result.scores, result.class_names  # doctest: +SKIP
+        """
+        from sppdet.display import display_params
+
+        if model is None:
+            from sppdet.models import shipped_model_dir
+
+            model = shipped_model_dir()
+        dirs = [model] if isinstance(model, (str, os.PathLike)) else list(model)
+        models = load_models(dirs)
+        params = display_params(models[0], score_threshold, nms_iou, max_per_image)
+        proposer = proposer_for(models[0].config.get("proposals", {}), proposals) if proposals else None
+        return cls(models, device, params, proposer)
+
+    def __call__(self, image: Any, color: str = "rgb") -> "DetectionResult":
+        """Detect objects in one image.
+
+        Args:
+            image: a file path, a PIL image, or a uint8 numpy array (H, W, 3) / (H, W, 4) /
+                (H, W) (see :func:`sppdet.image_input.to_bgr`).
+            color: channel order of a numpy array, "rgb" (default) or "bgr" (OpenCV).
+
+        Returns:
+            :class:`~sppdet.result.DetectionResult`: ``boxes`` (N, 4) x1, y1, x2, y2 in the
+            image's pixels, ``scores`` (N,), ``labels`` (N,), ``class_names`` (N names),
+            best first.
+        """
+        from sppdet.image_input import to_bgr
+        from sppdet.result import DetectionResult
+
+        bgr, source = to_bgr(image, color)
+        dets = self.detect(bgr, image_id=Path(source).stem if source else "")
+        return DetectionResult.from_detections(dets, self.classes, bgr.shape[:2], source)
 
     def conv_maps(self, image_bgr: np.ndarray) -> dict[tuple, FeatureMaps]:
         return {key: ex.conv_maps(image_bgr) for key, ex in self.extractors.items()}

@@ -15,3 +15,7 @@ class ConfigMismatchError(SppdetError):
 
 class ModelFormatError(SppdetError):
     """A model directory is missing, incomplete, or of an unknown format version."""
+
+
+class ArgumentError(SppdetError, ValueError):
+    """An invalid argument to a library function (also a ValueError, for Python callers)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 
 from sppdet.detections import Detections
+from sppdet.errors import SppdetError
+from sppdet.fileio import atomic_path
 
 
 def class_color(index: int) -> tuple[int, int, int]:
@@ -36,3 +39,17 @@ def draw_detections(image_bgr: np.ndarray, dets: Detections, class_names: Sequen
         cv2.putText(out, text, (x1 + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
                     (0, 0, 0), 1, cv2.LINE_AA)
     return out
+
+
+def write_annotated(path: str | Path, image_bgr: np.ndarray, dets: Detections,
+                    class_names: Sequence[str]) -> Path:
+    """Write ``image_bgr`` with its detections drawn (``draw_detections``) as an image file
+    (atomically; the format follows the suffix, e.g. ``.jpg``); return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp_image = tmp.with_suffix(path.suffix)
+        if not cv2.imwrite(str(tmp_image), draw_detections(image_bgr, dets, class_names)):
+            raise SppdetError(f"{path}: cannot write image")
+        tmp_image.replace(tmp)
+    return path

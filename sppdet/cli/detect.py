@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
-from typing import Any
 
 import click
 
 from sppdet.cli.options import device_option
 from sppdet.data.voc import IMAGE_SUFFIXES, read_image
 from sppdet.errors import DataError, SppdetError
-from sppdet.fileio import atomic_path, save_json
-
-log = logging.getLogger(__name__)
-
-# SVM score above which `detect` shows a window when neither --score-thresh nor the model's
-# display thresholds (`sppdet eval --save-display-thresholds`) say otherwise; evaluation
-# keeps everything above the model's score_threshold (-1.5).
-DEFAULT_DISPLAY_THRESHOLD = -0.5
-
-
-def display_thresholds(test: dict[str, Any], classes: list[str],
-                       score_thresh: float | None) -> tuple[float, tuple[float, ...] | None]:
-    """(global threshold, per-class thresholds or None) for showing detections: --score-thresh
-    when given; else the model's per-class display thresholds (a class without one gets the
-    model's display_threshold); else the model's display_threshold or the default."""
-    overall = float(test.get("display_threshold", DEFAULT_DISPLAY_THRESHOLD))
-    if score_thresh is not None:
-        return float(score_thresh), None
-    per_class = test.get("display_thresholds")
-    if not per_class:
-        return overall, None
-    return overall, tuple(float(per_class.get(c, overall)) for c in classes)
+from sppdet.fileio import save_json
 
 
 def collect_images(inputs: tuple[Path, ...]) -> list[Path]:
@@ -48,16 +24,6 @@ def collect_images(inputs: tuple[Path, ...]) -> list[Path]:
         else:
             images.append(p)
     return images
-
-
-def detections_to_json(image: Path, hw: tuple[int, int], dets: Any, classes: list[str]) -> dict:
-    return {
-        "image": str(image), "width": int(hw[1]), "height": int(hw[0]),
-        "detections": [
-            {"class": classes[int(l)], "score": round(float(s), 4),
-             "box": [round(float(v), 2) for v in b]}
-            for b, s, l in zip(dets.boxes, dets.scores, dets.labels)],
-    }
 
 
 @click.command("detect")
@@ -88,23 +54,16 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], json_path: Pa
     Boxes are (x1, y1, x2, y2) in the image's own pixels (continuous coordinates: a box
     covering pixel columns 0..9 is x1 = 0, x2 = 10).
     """
-    import cv2
-
-    from sppdet.detector import DetectionParams, Detector, load_models, proposer_for
-    from sppdet.models import shipped_model_dir
-    from sppdet.visualize import draw_detections
+    from sppdet.detector import Detector
+    from sppdet.result import DetectionResult
+    from sppdet.visualize import write_annotated
 
     images = collect_images(inputs)
     if not images:
         raise SppdetError("no images to detect in")
-    dirs = list(model_dirs) or [shipped_model_dir()]
-    models = load_models(dirs, "cpu")
-    test = models[0].config.get("test", {})
-    threshold, per_class = display_thresholds(test, models[0].classes, score_thresh)
-    params = DetectionParams.from_model(models[0], score_threshold=threshold, nms_iou=nms_iou,
-                                        max_per_image=max_per_image, class_thresholds=per_class)
-    proposer = proposer_for(models[0].config.get("proposals", {}), proposal_method)
-    detector = Detector(models, device, params, proposer)
+    detector = Detector.load(list(model_dirs) or None, device, score_threshold=score_thresh,
+                             nms_iou=nms_iou, max_per_image=max_per_image,
+                             proposals=proposal_method)
     classes = detector.classes
     results, failed = [], []
     for path in images:
@@ -114,22 +73,18 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], json_path: Pa
             click.secho(f"Skipped: {e}", fg="yellow", err=True)
             failed.append({"image": str(path), "error": str(e)})
             continue
-        dets = detector.detect(image, image_id=path.stem)
-        results.append(detections_to_json(path, image.shape[:2], dets, classes))
-        found = ", ".join(f"{classes[int(l)]} {s:.2f}" for s, l in zip(dets.scores[:8], dets.labels[:8]))
-        more = f", ... ({len(dets.scores)} in all)" if len(dets.scores) > 8 else ""
-        click.echo(f"{path}: {len(dets.scores)} detections" + (f": {found}{more}" if found else ""))
+        result = DetectionResult.from_detections(detector.detect(image, image_id=path.stem), classes,
+                                                 image.shape[:2], str(path))
+        results.append(result.to_dict())
+        found = ", ".join(f"{d.class_name} {d.score:.2f}" for d in list(result)[:8])
+        more = f", ... ({len(result)} in all)" if len(result) > 8 else ""
+        click.echo(f"{path}: {len(result)} detections" + (f": {found}{more}" if found else ""))
         if draw_dir is not None:
-            out = draw_dir / f"{path.stem}.jpg"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(out) as tmp:
-                if not cv2.imwrite(str(tmp.with_suffix(".jpg")), draw_detections(image, dets, classes)):
-                    raise SppdetError(f"{out}: cannot write image")
-                tmp.with_suffix(".jpg").replace(tmp)
+            write_annotated(draw_dir / f"{path.stem}.jpg", image, result, classes)
     if json_path is not None:
-        thresholds = dict(zip(classes, params.thresholds(len(classes)).tolist()))
-        save_json(json_path, {"models": [str(d) for d in dirs], "score_thresholds": thresholds,
-                              "images": results, "failed": failed})
+        thresholds = dict(zip(classes, detector.params.thresholds(len(classes)).tolist()))
+        save_json(json_path, {"models": [str(m.path) for m in detector.models],
+                              "score_thresholds": thresholds, "images": results, "failed": failed})
         click.echo(f"Detections written to {json_path}")
     if draw_dir is not None and results:
         click.echo(f"Annotated images written to {draw_dir}/")

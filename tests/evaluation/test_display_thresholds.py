@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from sppdet.cli.detect import DEFAULT_DISPLAY_THRESHOLD, display_thresholds
+from sppdet.display import DEFAULT_DISPLAY_THRESHOLD, display_thresholds
 from sppdet.detections import ClassDetections
 from sppdet.evaluation.thresholds import (display_thresholds_config, f1_thresholds,
                                           pooled_f1_operating_point)
