@@ -18,6 +18,7 @@ from sppdet.errors import SppdetError
 COMMANDS: dict[str, str] = {
     "data-stats": "sppdet.cli.data_stats:data_stats",
     "make-split": "sppdet.cli.make_split:make_split",
+    "convert": "sppdet.cli.convert:convert",
     "proposals": "sppdet.cli.proposals:proposals_cmd",
     "extract": "sppdet.cli.extract:extract",
     "finetune": "sppdet.cli.finetune:finetune",

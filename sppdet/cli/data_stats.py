@@ -17,7 +17,7 @@ from sppdet.data.stats import dataset_stats
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def data_stats(dataset: VOCDataset, as_json: bool) -> None:
     """Count images, objects, difficult objects and objects per class of a split."""
-    logging.getLogger("sppdet.data.voc").setLevel(logging.ERROR)  # issues are summarised below
+    logging.getLogger("sppdet.data").setLevel(logging.ERROR)  # issues are summarised below
     stats = dataset_stats(dataset, progress=not as_json)
     if as_json:
         click.echo(json.dumps({"root": str(dataset.root), "split": dataset.split,

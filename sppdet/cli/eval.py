@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from sppdet.cli.options import dataset_options, device_option
-from sppdet.data import VOCDataset
+from sppdet.data import COCODataset, VOCDataset
 
 
 @click.command("eval")
@@ -24,11 +24,12 @@ from sppdet.data import VOCDataset
               help="With --model: apply the model's box regression.")
 @device_option
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Output folder: result files (with --model), eval_<split>.txt, pr_curves_<split>.png.")
+              help="Output folder: result files (with --model), eval_<split>.txt, pr_curves_<split>.png; "
+                   "for a --coco data set also coco_results_<split>.json.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the metrics as JSON (APs as fractions in [0, 1]).")
-@click.option("--coco/--no-coco", default=True, show_default=True,
-              help="Also compute COCO-style AP@[0.5:0.95] with pycocotools.")
+@click.option("--coco-metrics/--no-coco", "coco_metrics", default=True, show_default=True,
+              help="Also compute COCO AP@[0.5:0.95], AP50, AP75 and AP by object size with pycocotools.")
 @click.option("--save-display-thresholds", is_flag=True,
               help="With --model: store each class's F1-optimal score threshold on this split "
                    "in the model's config.json; `sppdet detect` shows detections above them. "
@@ -36,12 +37,13 @@ from sppdet.data import VOCDataset
 @click.option("--thresholds-into", "thresholds_dir", type=click.Path(path_type=Path), default=None,
               help="With --save-display-thresholds: write them into this model directory "
                    "instead of --model's (e.g. the same recipe retrained on all the data).")
-def eval_cmd(dataset: VOCDataset, detections_dir: Path | None, model_dir: Path | None,
+def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, model_dir: Path | None,
              proposals_dir: Path | None, features_dir: Path | None, bbox_reg: bool,
-             device: str | None, out_dir: Path | None, json_path: Path | None, coco: bool,
+             device: str | None, out_dir: Path | None, json_path: Path | None, coco_metrics: bool,
              save_display_thresholds: bool, thresholds_dir: Path | None) -> None:
     """Evaluate detections of a split the VOC 2007 devkit way (11-point AP, IoU >= 0.5,
     difficult objects ignored), with the area AP and COCO AP@[0.5:0.95] beside it.
+    On a --coco data set the COCO metrics use the file's own ground truth (areas, crowds).
 
     Give either --detections DIR (result files that exist) or --model DIR.
     """
@@ -66,14 +68,27 @@ def eval_cmd(dataset: VOCDataset, detections_dir: Path | None, model_dir: Path |
         if dropped:
             click.echo(f"--limit {dataset.limit}: ignored {dropped} detections on later images", err=True)
     annotations = load_annotations(dataset)
-    report = evaluate_split(dets, annotations, dataset.classes, with_coco=coco)
+    is_coco = isinstance(dataset, COCODataset)
+    report = evaluate_split(dets, annotations, dataset.classes, with_coco=coco_metrics,
+                            coco_dataset=dataset if is_coco else None)
     click.echo(f"{dataset.name}: {len(annotations)} images")
     click.echo(report.table)
     pooled = report.pooled_operating_point
     if pooled is not None:
         click.echo(f"F1-optimal score threshold (all classes ranked together): {pooled.threshold:.3f} "
                    f"(precision {pooled.precision:.2f}, recall {pooled.recall:.2f})")
-    for path in write_report(report, split_name, out_dir=out_dir, json_path=json_path):
+    written = write_report(report, split_name, out_dir=out_dir, json_path=json_path)
+    if is_coco and out_dir is not None:
+        import json
+
+        from sppdet.data.coco import coco_results
+        from sppdet.fileio import atomic_path
+
+        results_path = out_dir / f"coco_results_{split_name}.json"
+        with atomic_path(results_path) as tmp:
+            tmp.write_text(json.dumps(coco_results(dets, dataset)) + "\n")
+        written.append(results_path)
+    for path in written:
         click.echo(f"wrote {path}")
     if save_display_thresholds:
         from sppdet.evaluation.thresholds import display_thresholds_config

@@ -1,4 +1,4 @@
-"""Options shared by every command that reads a VOC-format data set."""
+"""Options shared by every command that reads a data set (VOC or COCO format)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,54 @@ from typing import Any, Callable
 
 import click
 
-from sppdet.data import VOC_CLASSES, VOCDataset, read_class_file, read_id_list
+from sppdet.data import VOC_CLASSES, COCODataset, VOCDataset, read_class_file, read_id_list
 
 
 def dataset_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --voc, --year, --split, --ids, --limit, --classes; pass ``dataset=VOCDataset``."""
+    """Add the data set options and pass ``dataset=`` a ``VOCDataset`` or a ``COCODataset``.
 
-    @click.option("--voc", "voc_root", required=True, type=click.Path(path_type=Path),
+    Exactly one of ``--voc ROOT`` (with --year, --split, --classes) or ``--coco FILE
+    --images DIR``; --ids and --limit apply to both.
+    """
+
+    @click.option("--voc", "voc_root", default=None, type=click.Path(path_type=Path),
                   help="VOC-format data set: a year folder (VOCdevkit/VOC2007) or VOCdevkit with --year.")
+    @click.option("--coco", "coco_file", default=None, type=click.Path(path_type=Path),
+                  help="COCO-format data set: the annotation JSON (with --images DIR).")
+    @click.option("--images", "images_dir", default=None, type=click.Path(path_type=Path),
+                  help="With --coco: the folder the images' file_name entries are relative to.")
     @click.option("--year", default=None, help="Year folder inside VOCdevkit (e.g. 2007).")
     @click.option("--split", default="train", show_default=True,
-                  help="Split list ImageSets/Main/<split>.txt.")
+                  help="Split list ImageSets/Main/<split>.txt (--voc only).")
     @click.option("--ids", "ids_file", type=click.Path(path_type=Path), default=None,
-                  help="File of image ids, one per line (overrides --split).")
+                  help="File of image ids, one per line (overrides --split; COCO: integer image ids).")
     @click.option("--limit", type=click.IntRange(min=1), default=None,
                   help="Use only the first N ids.")
     @click.option("--classes", "classes_file", type=click.Path(path_type=Path), default=None,
-                  help="Class list, one name per line (default: the 20 VOC classes).")
+                  help="Class list, one name per line (default: the 20 VOC classes; --voc only: "
+                       "a COCO file's categories are its classes).")
     @functools.wraps(func)
-    def wrapper(*args: Any, voc_root: Path, year: str | None, split: str,
-                ids_file: Path | None, limit: int | None, classes_file: Path | None,
-                **kwargs: Any) -> Any:
-        classes = read_class_file(classes_file) if classes_file else VOC_CLASSES
+    def wrapper(*args: Any, voc_root: Path | None, coco_file: Path | None, images_dir: Path | None,
+                year: str | None, split: str, ids_file: Path | None, limit: int | None,
+                classes_file: Path | None, **kwargs: Any) -> Any:
         ids = read_id_list(ids_file) if ids_file else None
+        if (voc_root is None) == (coco_file is None):
+            raise click.UsageError("give exactly one data set: --voc ROOT or --coco FILE --images DIR")
+        if coco_file is not None:
+            ctx = click.get_current_context()
+            given = [f"--{name}" for name in ("year", "split", "classes")
+                     if ctx.get_parameter_source(name if name != "classes" else "classes_file")
+                     == click.core.ParameterSource.COMMANDLINE]
+            if given:
+                raise click.UsageError(f"{', '.join(given)} apply to --voc only (a COCO file's "
+                                       f"categories are its classes; choose images with --ids)")
+            if images_dir is None:
+                raise click.UsageError("--coco needs --images DIR (the folder of the image files)")
+            dataset: Any = COCODataset(coco_file, images_dir, ids=ids, limit=limit)
+            return func(*args, dataset=dataset, **kwargs)
+        if images_dir is not None:
+            raise click.UsageError("--images applies to --coco only (a VOC folder has JPEGImages/)")
+        classes = read_class_file(classes_file) if classes_file else VOC_CLASSES
         dataset = VOCDataset(voc_root, split=None if ids else split, ids=ids, limit=limit,
                              classes=classes, year=year)
         return func(*args, dataset=dataset, **kwargs)

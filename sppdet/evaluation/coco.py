@@ -104,13 +104,41 @@ def coco_evaluate(
     """COCO box metrics: the 12 ``COCOeval.stats`` (keys :data:`COCO_STAT_NAMES`), plus
     ``AP_per_class`` (AP@[0.5:0.95]) and ``AP50_per_class``. Undefined values (no ground
     truth) are NaN."""
-    from pycocotools.cocoeval import COCOeval
-
     gt, dt = _datasets(dets_by_class, list(annotations), tuple(class_names))
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = _coco_object(gt)
         coco_dt = _coco_object(dt)
+    return _summarize(coco_gt, coco_dt, class_names)
+
+
+def coco_evaluate_dataset(dets_by_class: Mapping[str, ClassDetections], dataset: Any) -> dict[str, Any]:
+    """The same metrics against a COCO data set's own ground truth (``COCODataset``): its
+    ``area`` fields (hence the small / medium / large split), its crowd regions and its
+    unclipped boxes, on the images of ``dataset.ids`` only, as the official evaluation of a
+    results file does."""
+    from sppdet.data.coco import coco_index, coco_results
+
+    coco_gt = dataset.coco
+    results = coco_results(dets_by_class, dataset)
+    anns = []
+    for k, r in enumerate(results, start=1):
+        x, y, w, h = r["bbox"]
+        anns.append({**r, "id": k, "area": w * h, "iscrowd": 0})
+    coco_dt = coco_index({"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"],
+                          "annotations": anns})
+    img_ids = [dataset.coco_image_id(i) for i in dataset.ids]
+    return _summarize(coco_gt, coco_dt, dataset.classes, img_ids)
+
+
+def _summarize(coco_gt: Any, coco_dt: Any, class_names: Sequence[str],
+               img_ids: Sequence[int] | None = None) -> dict[str, Any]:
+    """Run ``COCOeval`` (bbox); class k of ``class_names`` is the k-th smallest category id."""
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
         ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        if img_ids is not None:
+            ev.params.imgIds = sorted(img_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from sppdet.detections import ClassDetections, Detections, group_by_class
 from sppdet.errors import SppdetError
-from sppdet.evaluation.coco import coco_evaluate
+from sppdet.evaluation.coco import coco_evaluate, coco_evaluate_dataset
 from sppdet.evaluation.plots import plot_pr_curves
 from sppdet.evaluation.report import format_table, result_to_json
 from sppdet.evaluation.result_files import read_result_files, write_result_files
@@ -107,11 +107,16 @@ def evaluate_split(
     annotations: Sequence[AnnotationLike],
     class_names: Sequence[str],
     with_coco: bool = True,
+    coco_dataset: Any = None,
 ) -> EvalReport:
     """VOC 2007 (11-point and area) metrics, COCO metrics unless ``with_coco`` is off, and
-    the F1-optimal score thresholds."""
+    the F1-optimal score thresholds. With ``coco_dataset`` (a ``COCODataset``), the COCO
+    metrics are computed against its own ground truth (its areas and crowd regions)."""
     voc = evaluate_detections(dets_by_class, annotations, class_names)
-    coco = coco_evaluate(dets_by_class, annotations, class_names) if with_coco else None
+    coco = None
+    if with_coco:
+        coco = (coco_evaluate(dets_by_class, annotations, class_names) if coco_dataset is None
+                else coco_evaluate_dataset(dets_by_class, coco_dataset))
     return EvalReport(voc, coco, f1_thresholds(dets_by_class, voc),
                       pooled_f1_operating_point(dets_by_class, voc))
 

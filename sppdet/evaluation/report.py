@@ -47,7 +47,8 @@ def format_table(result: EvalResult, coco: dict[str, Any] | None = None) -> str:
     )
     if coco is not None:
         lines.append(f"COCO: AP@[0.5:0.95] by pycocotools (AP50 {_pct(coco['AP50']).strip()}, "
-                     f"AP75 {_pct(coco['AP75']).strip()}).")
+                     f"AP75 {_pct(coco['AP75']).strip()}; small {_pct(coco['AP_small']).strip()}, "
+                     f"medium {_pct(coco['AP_medium']).strip()}, large {_pct(coco['AP_large']).strip()}).")
     return "\n".join(lines)
 
 
