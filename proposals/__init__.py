@@ -10,7 +10,8 @@ Imports OpenCV and numpy only (never torch, never sppdet)::
 
 from proposals.base import CommonOptions, ProposalMethod, available_methods, create_method, register
 from proposals.cache import ProposalCache
-from proposals.errors import CacheMismatchError, CacheMissingError, ImageReadError, ProposalError
+from proposals.errors import (CacheMismatchError, CacheMissingError, ImageReadError, ProposalError,
+                             WorkerDiedError)
 from proposals.postprocess import Proposals
 from proposals.runner import Outcome, RunSummary, run_proposals
 
@@ -29,4 +30,5 @@ __all__ = [
     "create_method",
     "register",
     "run_proposals",
+    "WorkerDiedError",
 ]

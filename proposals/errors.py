@@ -20,3 +20,7 @@ class CacheMismatchError(ProposalError):
 
 class CacheMissingError(ProposalError):
     """A proposal directory, its meta.json, or one image's file does not exist."""
+
+
+class WorkerDiedError(ProposalError):
+    """A worker process died (killed, out of memory); the run stopped, the rerun resumes."""

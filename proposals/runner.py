@@ -3,16 +3,22 @@
 Images whose file already exists are skipped (files are written atomically, so an
 existing file is complete): an interrupted run resumes where it stopped. A failing image
 (missing, corrupt, ...) is reported with its reason and the run goes on with the rest.
-Each worker runs OpenCV on one thread and ignores Ctrl-C; the parent stops the pool.
+Each worker runs OpenCV on one thread and ignores Ctrl-C; the parent stops the pool. A
+worker that dies (killed for memory, say) ends the run with ``WorkerDiedError`` naming the
+images left; a worker whose parent dies exits within a second.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import signal
 import statistics
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -23,7 +29,7 @@ from tqdm import tqdm
 from proposals._io import read_image
 from proposals.base import ProposalMethod
 from proposals.cache import ProposalCache
-from proposals.errors import ProposalError
+from proposals.errors import ProposalError, WorkerDiedError
 
 ImageItem = tuple[str, "str | os.PathLike[str]"]  # (image_id, image path)
 
@@ -88,17 +94,37 @@ def propose_one(method: ProposalMethod, cache: ProposalCache, image_id: str,
 
 
 _worker_state: dict[str, Any] = {}
+MAX_NAMED_LEFT = 10
 
 
-def _init_worker(method: ProposalMethod, root: str) -> None:
+def _exit_with_parent(parent_pid: int, period: float = 1.0) -> None:
+    """Worker thread: end this process once its parent is gone (killed with -9, say)."""
+    while True:
+        time.sleep(period)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def _init_worker(method: ProposalMethod, root: str, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
     _worker_state["method"] = method
     _worker_state["cache"] = ProposalCache(root)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
 
 
 def _work(item: tuple[str, str]) -> Outcome:
     return propose_one(_worker_state["method"], _worker_state["cache"], *item)
+
+
+def _worker_died(left: Sequence[str]) -> WorkerDiedError:
+    named = ", ".join(left[:MAX_NAMED_LEFT]) + (f" and {len(left) - MAX_NAMED_LEFT} more"
+                                                if len(left) > MAX_NAMED_LEFT else "")
+    return WorkerDiedError(
+        f"a proposal worker process died (killed by the system, e.g. out of memory); "
+        f"{len(left)} images were not done: {named}. The finished images are cached: run the "
+        f"same command again to do the rest (with fewer --workers or a smaller --max-side if "
+        f"memory ran out)")
 
 
 def _outcomes(method: ProposalMethod, cache: ProposalCache, todo: Sequence[tuple[str, str]],
@@ -112,16 +138,43 @@ def _outcomes(method: ProposalMethod, cache: ProposalCache, todo: Sequence[tuple
         finally:
             cv2.setNumThreads(threads)
         return
-    ctx = mp.get_context("spawn")
-    pool = ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(method, str(cache.root)))
+    # concurrent.futures notices a worker that dies (multiprocessing.Pool would wait forever
+    # for its task); a few tasks per worker are queued at a time, so stopping is quick.
+    n = min(workers, len(todo))
+    executor = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(method, str(cache.root), os.getpid()))
+    queue = iter(todo)
+    running: dict[Future, str] = {}
+    broken = False
     try:
-        yield from pool.imap_unordered(_work, todo, chunksize=1)
-        pool.close()
+        while not broken:
+            for item in itertools.islice(queue, 2 * n - len(running)):
+                running[executor.submit(_work, item)] = item[0]
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                running.pop(future)
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    break
+                yield outcome
     except BaseException:
-        pool.terminate()  # Ctrl-C: finished files stay, half-written ones are temporary names
+        _stop(executor)  # Ctrl-C: finished files stay, half-written ones are temporary names
         raise
-    finally:
-        pool.join()
+    if broken:
+        _stop(executor)
+        raise _worker_died([i for i, _ in todo if not cache.has(i)])
+    executor.shutdown(wait=True)
+
+
+def _stop(executor: ProcessPoolExecutor) -> None:
+    """Stop every worker now (tasks in progress are lost; their files were never renamed)."""
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        process.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
 
 
 def run_proposals(
