@@ -47,59 +47,28 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
 
     Give either --detections DIR (result files that exist) or --model DIR.
     """
-    from sppdet.evaluation.pipeline import (evaluate_split, load_annotations,
-                                            load_or_run_detections, restrict_to_images,
-                                            write_report)
+    from sppdet.evaluation.pipeline import evaluate, save_display_thresholds as save, write_report
 
     if thresholds_dir is not None and not save_display_thresholds:
         raise click.UsageError("--thresholds-into needs --save-display-thresholds")
-    split_name = dataset.split or "ids"
-    detect_kwargs = {}
-    if model_dir is not None:
-        detect_kwargs = {"proposals_dir": proposals_dir, "features_dir": features_dir, "device": device,
-                         "bbox_reg": bbox_reg}
-    elif proposals_dir or features_dir or device or save_display_thresholds:
+    if model_dir is None and (proposals_dir or features_dir or device or save_display_thresholds):
         raise click.UsageError("--proposals, --features, --device and --save-display-thresholds "
                                "only apply with --model")
-    dets = load_or_run_detections(dataset, split_name, detections_dir=detections_dir,
-                                  model_dir=model_dir, out_dir=out_dir, **detect_kwargs)
-    if dataset.limit is not None and detections_dir is not None:
-        dets, dropped = restrict_to_images(dets, dataset.ids)
-        if dropped:
-            click.echo(f"--limit {dataset.limit}: ignored {dropped} detections on later images", err=True)
-    annotations = load_annotations(dataset)
-    is_coco = isinstance(dataset, COCODataset)
-    report = evaluate_split(dets, annotations, dataset.classes, with_coco=coco_metrics,
-                            coco_dataset=dataset if is_coco else None)
-    click.echo(f"{dataset.name}: {len(annotations)} images")
+    report = evaluate(dataset, model_dir=model_dir, detections_dir=detections_dir,
+                      proposals_dir=proposals_dir, features_dir=features_dir, device=device,
+                      bbox_reg=bbox_reg, out_dir=out_dir, coco_metrics=coco_metrics)
+    if report.ignored_detections:
+        click.echo(f"--limit {dataset.limit}: ignored {report.ignored_detections} detections on "
+                   "later images", err=True)
+    click.echo(f"{dataset.name}: {report.images} images")
     click.echo(report.table)
     pooled = report.pooled_operating_point
     if pooled is not None:
         click.echo(f"F1-optimal score threshold (all classes ranked together): {pooled.threshold:.3f} "
                    f"(precision {pooled.precision:.2f}, recall {pooled.recall:.2f})")
-    written = write_report(report, split_name, out_dir=out_dir, json_path=json_path)
-    if is_coco and out_dir is not None:
-        import json
-
-        from sppdet.data.coco import coco_results
-        from sppdet.fileio import atomic_path
-
-        results_path = out_dir / f"coco_results_{split_name}.json"
-        with atomic_path(results_path) as tmp:
-            tmp.write_text(json.dumps(coco_results(dets, dataset)) + "\n")
-        written.append(results_path)
-    for path in written:
+    for path in write_report(report, dataset.split or "ids", out_dir=out_dir, json_path=json_path,
+                             dataset=dataset):
         click.echo(f"wrote {path}")
     if save_display_thresholds:
-        from sppdet.evaluation.thresholds import display_thresholds_config
-        from sppdet.errors import ConfigMismatchError
-        from sppdet.heads.model_dir import read_config, update_test_settings
-
-        target = thresholds_dir or model_dir
-        if list(read_config(target).get("classes", dataset.classes)) != list(dataset.classes):
-            raise ConfigMismatchError(f"{target}: its classes differ from the evaluated data set's")
-        entry = display_thresholds_config(report.operating_points, pooled,
-                                          f"{dataset.name} ({len(annotations)} images)"
-                                          + (f" with {model_dir}" if thresholds_dir else ""))
-        path = update_test_settings(target, entry)
+        path, entry = save(report, dataset, model_dir, thresholds_dir)
         click.echo(f"display thresholds ({len(entry['display_thresholds'])} classes) written to {path}")

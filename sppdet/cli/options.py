@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Any, Callable
@@ -75,3 +76,16 @@ def cache_options(func: Callable[..., Any]) -> Callable[..., Any]:
                         help="Proposal cache (the one the feature cache was extracted for).")(func)
     return click.option("--features", "features_dir", required=True, type=click.Path(path_type=Path),
                         help="Conv-feature cache (sppdet extract).")(func)
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default of field ``name`` of dataclass ``cls``: options read their defaults from
+    the parameter dataclasses, so that each default is written once."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            break
+    raise AttributeError(f"{cls.__name__} has no field {name!r} with a default")

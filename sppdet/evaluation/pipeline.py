@@ -3,7 +3,9 @@ write the outputs. The CLI's ``sppdet eval`` is a thin layer over these function
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sppdet.detections import ClassDetections, Detections, group_by_class
-from sppdet.errors import SppdetError
+from sppdet.errors import ArgumentError, ConfigMismatchError, SppdetError
 from sppdet.evaluation.coco import coco_evaluate, coco_evaluate_dataset
 from sppdet.evaluation.plots import plot_pr_curves
 from sppdet.evaluation.report import format_table, result_to_json
@@ -87,6 +89,10 @@ class EvalReport:
     coco: dict[str, Any] | None
     operating_points: dict[str, OperatingPoint | None] | None = None
     pooled_operating_point: OperatingPoint | None = None
+    images: int = 0  # images evaluated
+    ignored_detections: int = 0  # detections on images outside the data set's (limited) ids
+    detections: dict[str, ClassDetections] | None = dataclasses.field(default=None, repr=False,
+                                                                      compare=False)
 
     @property
     def table(self) -> str:
@@ -118,7 +124,7 @@ def evaluate_split(
         coco = (coco_evaluate(dets_by_class, annotations, class_names) if coco_dataset is None
                 else coco_evaluate_dataset(dets_by_class, coco_dataset))
     return EvalReport(voc, coco, f1_thresholds(dets_by_class, voc),
-                      pooled_f1_operating_point(dets_by_class, voc))
+                      pooled_f1_operating_point(dets_by_class, voc), detections=dets_by_class)
 
 
 def write_report(
@@ -126,9 +132,11 @@ def write_report(
     split_name: str,
     out_dir: str | os.PathLike | None = None,
     json_path: str | os.PathLike | None = None,
+    dataset: Any = None,
 ) -> list[Path]:
     """Write the JSON (``json_path``) and, into ``out_dir``, the table
-    (``eval_<split>.txt``) and the precision-recall plot (``pr_curves_<split>.png``)."""
+    (``eval_<split>.txt``) and the precision-recall plot (``pr_curves_<split>.png``); for a
+    COCO data set (``dataset``) also the detections as ``coco_results_<split>.json``."""
     written = []
     if json_path is not None:
         save_json(json_path, report.to_json())
@@ -139,4 +147,97 @@ def write_report(
             tmp.write_text(report.table + "\n")
         written.append(table_path)
         written.append(plot_pr_curves(report.voc, Path(out_dir) / f"pr_curves_{split_name}.png"))
+    if out_dir is not None and _is_coco(dataset) and report.detections is not None:
+        from sppdet.data.coco import coco_results
+
+        results_path = Path(out_dir) / f"coco_results_{split_name}.json"
+        with atomic_path(results_path) as tmp:
+            tmp.write_text(json.dumps(coco_results(report.detections, dataset)) + "\n")
+        written.append(results_path)
     return written
+
+
+def _is_coco(dataset: Any) -> bool:
+    from sppdet.data import COCODataset
+
+    return isinstance(dataset, COCODataset)
+
+
+def evaluate(
+    dataset: Any,
+    *,
+    model_dir: str | os.PathLike | None = None,
+    detections_dir: str | os.PathLike | None = None,
+    proposals_dir: str | os.PathLike | None = None,
+    features_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+    bbox_reg: bool = True,
+    out_dir: str | os.PathLike | None = None,
+    coco_metrics: bool = True,
+    progress: bool = True,
+) -> EvalReport:
+    """Evaluate a model (or existing devkit result files) on a data set, the VOC 2007 devkit
+    way (11-point AP, IoU >= 0.5, difficult objects ignored), with the area AP, COCO
+    AP@[0.5:0.95] and the F1-optimal score thresholds beside it (what `sppdet eval` runs).
+
+    Args:
+        dataset: a :class:`sppdet.data.VOCDataset` or :class:`sppdet.data.COCODataset`.
+        model_dir: a model directory to run over ``dataset`` (give this or ``detections_dir``).
+        detections_dir: a folder of result files ``comp4_det_<split>_<class>.txt``.
+        proposals_dir, features_dir: with ``model_dir``, caches to reuse (else proposals and
+            conv maps are computed from the images).
+        device: with ``model_dir``, the torch device (default: cuda when available).
+        bbox_reg: with ``model_dir``, apply the model's box regression.
+        out_dir: with ``model_dir``, write the detections as devkit result files here.
+        coco_metrics: also compute the COCO metrics (pycocotools; for a COCO data set
+            against the file's own ground truth: areas, crowd regions).
+        progress: show progress bars.
+
+    Returns:
+        :class:`EvalReport`: ``.voc.map07`` (the mAP, a fraction), ``.table`` (printable),
+        ``.to_json()``; ``write_report(report, split, out_dir, json_path, dataset)`` writes
+        it to files.
+
+    Example:
+        >>> report = sppdet.evaluate(VOCDataset(root, split="val"), model_dir="models/pool")  # doctest: +SKIP
+        >>> print(report.table)                                                             # doctest: +SKIP
+    """
+    split_name = dataset.split or "ids"
+    detect_kwargs: dict[str, Any] = {}
+    if model_dir is not None:
+        detect_kwargs = {"proposals_dir": proposals_dir, "features_dir": features_dir, "device": device,
+                         "bbox_reg": bbox_reg, "progress": progress}
+    elif proposals_dir or features_dir or device:
+        raise ArgumentError("proposals_dir, features_dir and device (--proposals, --features, "
+                            "--device) only apply with a model (--model)")
+    dets = load_or_run_detections(dataset, split_name, detections_dir=detections_dir,
+                                  model_dir=model_dir, out_dir=out_dir, **detect_kwargs)
+    ignored = 0
+    if dataset.limit is not None and detections_dir is not None:
+        dets, ignored = restrict_to_images(dets, dataset.ids)
+    annotations = load_annotations(dataset, progress)
+    report = evaluate_split(dets, annotations, dataset.classes, with_coco=coco_metrics,
+                            coco_dataset=dataset if _is_coco(dataset) else None)
+    return dataclasses.replace(report, images=len(annotations), ignored_detections=ignored)
+
+
+def save_display_thresholds(report: EvalReport, dataset: Any, model_dir: str | os.PathLike,
+                            into: str | os.PathLike | None = None) -> tuple[Path, dict[str, Any]]:
+    """Store each class's F1-optimal score threshold of ``report`` (an evaluation of
+    ``model_dir`` on ``dataset``, a validation split, never a test set) in the model's
+    config.json, or in model directory ``into`` (e.g. the same recipe retrained on all the
+    data), for `sppdet detect` and ``sppdet.Detector.load``.
+
+    Returns:
+        The config file written and the ``test`` entries stored in it.
+    """
+    from sppdet.evaluation.thresholds import display_thresholds_config
+    from sppdet.heads.model_dir import read_config, update_test_settings
+
+    target = into if into is not None else model_dir
+    if list(read_config(target).get("classes", dataset.classes)) != list(dataset.classes):
+        raise ConfigMismatchError(f"{target}: its classes differ from the evaluated data set's")
+    entry = display_thresholds_config(report.operating_points or {}, report.pooled_operating_point,
+                                      f"{dataset.name} ({report.images} images)"
+                                      + (f" with {model_dir}" if into is not None else ""))
+    return update_test_settings(target, entry), entry

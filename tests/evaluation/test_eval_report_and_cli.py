@@ -178,3 +178,24 @@ def test_eval_saves_display_thresholds_into_the_model(voc, tmp_path, monkeypatch
     (other / "config.json").write_text(json.dumps({"format_version": 1, "classes": ["x", "y", "z"]}))
     r = CliRunner().invoke(cli, args)
     assert r.exit_code != 0 and "classes differ" in str(r.exception or r.output)
+
+
+def test_library_evaluate_is_what_eval_runs(voc, tmp_path):
+    """``sppdet.evaluate`` on result files: the same numbers as ``evaluate_split`` by hand;
+    ``limit`` drops detections on later images and counts them."""
+    import sppdet
+    from sppdet.errors import ArgumentError
+
+    root, _ = voc
+    ds = VOCDataset(root, split="train", classes=CLASSES)
+    dets = perfect_and_noise(ds, noise=True)
+    write_result_files(tmp_path / "dets", "train", dets, CLASSES)
+    report = sppdet.evaluate(ds, detections_dir=tmp_path / "dets", coco_metrics=False, progress=False)
+    by_hand = evaluate_split(dets, [ds.annotation(i) for i in ds.ids], CLASSES, with_coco=False)
+    assert report.voc.ap07 == pytest.approx(by_hand.voc.ap07, nan_ok=True)
+    assert report.images == 4 and report.ignored_detections == 0 and report.coco is None
+    limited = VOCDataset(root, split="train", classes=CLASSES, limit=2)
+    part = sppdet.evaluate(limited, detections_dir=tmp_path / "dets", coco_metrics=False, progress=False)
+    assert part.images == 2 and part.ignored_detections == 4  # 2 later images x (TP + FP)
+    with pytest.raises(ArgumentError, match="only apply with a model"):
+        sppdet.evaluate(ds, detections_dir=tmp_path / "dets", device="cpu")

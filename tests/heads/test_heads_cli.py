@@ -131,3 +131,30 @@ def test_eval_with_trained_model_and_caches(caches, capsys):
     capsys.readouterr()
     assert run("eval", *data, "--model", str(tmp / "no_model"), "--features", str(tmp / "feats")) == 1
     assert "model directory not found" in capsys.readouterr().err
+
+
+def test_library_train_svm_is_what_the_command_runs(caches, capsys):
+    """``sppdet.train_svm`` from Python writes the same model as `sppdet train-svm`."""
+    import sppdet
+    from sppdet.data import VOCDataset
+    from sppdet.heads.bbox_regression import BoxRegParams
+    from sppdet.heads.mining import MiningParams
+    from sppdet.heads.train import TrainParams
+
+    tmp, common = caches
+    assert run("train-svm", *common, "--out", str(tmp / "cli_model"), "--bbox-lambda", "10",
+               "--retrain-every", "50") == 0
+    params = TrainParams(mining=MiningParams(retrain_every=50), bbox=BoxRegParams(lam=10.0), norm_images=4)
+    messages = []
+    model = sppdet.train_svm(VOCDataset(tmp / "VOC2007", classes=CLASSES), tmp / "feats", tmp / "props",
+                             tmp / "api_model", params=params, device="cpu", progress=False,
+                             log=messages.append)
+    assert messages == ["VOC2007:train: 12 images, 2 classes, head pool"]
+    assert model.path == tmp / "api_model"
+    cli_model, api_model = load_model(tmp / "cli_model"), load_model(tmp / "api_model")
+    np.testing.assert_array_equal(api_model.svm_W, cli_model.svm_W)
+    np.testing.assert_array_equal(api_model.bbox.W, cli_model.bbox.W)
+    np.testing.assert_array_equal(model.svm_W, api_model.svm_W)
+    with pytest.raises(sppdet.SppdetError, match="only applies with head fc7"):
+        sppdet.train_svm(VOCDataset(tmp / "VOC2007", classes=CLASSES), tmp / "feats", tmp / "props",
+                         tmp / "x", finetuned_dir=tmp / "ft")

@@ -1,0 +1,87 @@
+"""Head training from the caches: ``train_svm`` (what `sppdet train-svm` runs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from sppdet.errors import ArgumentError
+
+# Where train_svm keeps its resumable checkpoints inside the output folder.
+SVM_CHECKPOINT_DIR = ".train-svm-checkpoint"
+
+Log = Callable[[str], Any]
+
+
+def _quiet(message: str) -> None:
+    """The default ``log``: say nothing."""
+
+
+def train_svm(dataset: Any, features_dir: str | os.PathLike, proposals_dir: str | os.PathLike,
+              out_dir: str | os.PathLike, *, head: str = "pool",
+              finetuned_dir: str | os.PathLike | None = None, params: Any = None,
+              device: str | None = None, progress: bool = True, checkpoint_every: int = 200,
+              log: Log = _quiet) -> Any:
+    """Train one linear SVM per class (hard-negative mining) and box regressors from cached
+    conv features, and write the model directory ``out_dir``.
+
+    Args:
+        dataset: a :class:`sppdet.data.VOCDataset` (its ids and annotations are used).
+        features_dir: the conv-feature cache (`sppdet extract`).
+        proposals_dir: the proposal cache the feature cache was extracted for.
+        out_dir: the model directory to write (config.json, heads.npz; with head fc7 also
+            the fc layers).
+        head: "pool" (SVMs on scaled pooled features) or "fc7" (SVMs on the fc7 outputs of
+            fc layers fine-tuned by `sppdet finetune`).
+        finetuned_dir: with head fc7, the folder holding them (default: ``out_dir``).
+        params: :class:`sppdet.heads.train.TrainParams` (default: its defaults).
+        device: torch device for the fc layers (default: cuda when available).
+        progress: show progress bars.
+        checkpoint_every: save a resumable checkpoint every N images of the mining pass; an
+            interrupted run resumes when called again with the same arguments.
+        log: called with one-line status messages (e.g. ``print``; default: silent).
+
+    Returns:
+        The :class:`~sppdet.heads.model_dir.DetectorModel` written (``.path`` is ``out_dir``;
+        ``.config["training"]`` holds the per-class training summary).
+
+    Example:
+        >>> model = sppdet.train_svm(VOCDataset(root, split="train"), "cache/feats",
+        ...                          "cache/props", "models/pool")   # doctest: +SKIP
+    """
+    from sppdet.device import resolve_device
+    from sppdet.heads.model_dir import FC_FILE, copy_fc, load_fc, load_finetune_info, save_model
+    from sppdet.heads.sources import DatasetImages, open_caches
+    from sppdet.heads.train import TrainParams, train_heads
+
+    out_dir = Path(out_dir)
+    params = params if params is not None else TrainParams()
+    if head not in ("pool", "fc7"):
+        raise ArgumentError(f"head must be 'pool' or 'fc7', got {head!r}")
+    if head != "fc7" and finetuned_dir is not None:
+        raise ArgumentError("finetuned_dir (--finetuned) only applies with head fc7")
+    caches = open_caches(features_dir, proposals_dir)
+    fc = feature_scale = finetune_info = None
+    src_dir = Path(finetuned_dir) if finetuned_dir is not None else out_dir
+    if head == "fc7":
+        finetune_info = load_finetune_info(src_dir, dataset.classes, caches.features_manifest)
+        fc = load_fc(src_dir / FC_FILE, str(resolve_device(device)))
+        feature_scale = float(finetune_info["feature_scale"])
+    images = DatasetImages(dataset, caches.proposals)
+    log(f"{dataset.name}: {len(images)} images, {len(dataset.classes)} classes, head {head}")
+    heads = train_heads(images, caches.features, dataset.classes, params, fc=fc,
+                        feature_scale=feature_scale, progress=progress,
+                        checkpoint_dir=out_dir / SVM_CHECKPOINT_DIR, checkpoint_every=checkpoint_every,
+                        fingerprint_extra={"features": caches.features_manifest,
+                                           "proposals": caches.proposals_meta,
+                                           "dataset": dataset.name})
+    model = heads.to_model(dataset.classes, fc=None if fc is None else fc.cpu(),
+                           features=caches.features_manifest, proposals=caches.proposals_meta,
+                           finetune=finetune_info)
+    model.config["dataset"] = {"name": dataset.name, "split": dataset.split, "images": len(images)}
+    if fc is not None:
+        copy_fc(src_dir, out_dir)
+    save_model(out_dir, model)
+    model.path = out_dir
+    return model
