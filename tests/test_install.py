@@ -33,7 +33,9 @@ assert "cat" in result.class_names, result
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    # Without PYTHONPATH: a checkout on it (with its sppdet.egg-info) would count as installed.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, **kwargs)
     assert out.returncode == 0, f"{' '.join(map(str, cmd))}\n{out.stdout}\n{out.stderr}"
     return out
 
@@ -76,8 +78,7 @@ def test_readme_snippet_after_pip_install_in_a_fresh_venv(torch_home, tmp_path):
     (venv_site / "borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
          "-q", str(wheel)])
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = run([str(python), "-c", SNIPPET], cwd=tmp_path, env=env)
+    out = run([str(python), "-c", SNIPPET], cwd=tmp_path)
     assert "'cat'" in out.stdout and ", 4) (" in out.stdout  # boxes (N, 4)
     assert (venv / "bin" / "sppdet").is_file()
-    run([str(venv / "bin" / "sppdet"), "--help"], cwd=tmp_path, env=env)
+    run([str(venv / "bin" / "sppdet"), "--help"], cwd=tmp_path)
