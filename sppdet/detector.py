@@ -106,7 +106,8 @@ class Detector:
     """One or more trained models with the feature extractors they need."""
 
     def __init__(self, models: Sequence[DetectorModel], device: str | torch.device | None = None,
-                 params: DetectionParams | None = None, proposer: Proposer | None = None):
+                 params: DetectionParams | None = None, proposer: Proposer | None = None,
+                 bbox_reg: bool = True):
         if not models:
             raise ValueError("at least one model is needed")
         classes = models[0].classes
@@ -116,6 +117,7 @@ class Detector:
                                   f"{m.classes}, {models[0].path} has {classes}")
         self.models = list(models)
         self.classes = classes
+        self.bbox_reg = bbox_reg  # False: windows keep their proposal boxes
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.params = params or DetectionParams.from_model(models[0])
         self.extractors: dict[tuple, FeatureExtractor] = {}
@@ -210,11 +212,13 @@ class Detector:
         pooled_by_key: dict[tuple, np.ndarray] = {}
         for model in self.models:
             key = feature_key(model.config)
-            if key not in pooled_by_key:
-                pooled_by_key[key] = self.extractors[key].pool(maps[key], windows).cpu().numpy()
-            pooled = pooled_by_key[key]
-            all_scores.append(model.score(pooled))
-            all_boxes.append(model.regress(pooled, windows, None))
+            # Models with their own conv top pool on its output; the others share pooling.
+            pool_key = key if model.conv_top is None else (key, id(model))
+            if pool_key not in pooled_by_key:
+                pooled_by_key[pool_key] = model.pool(maps[key], windows, self.extractors[key])
+            scores, boxes = model.predict(pooled_by_key[pool_key], windows, bbox_reg=self.bbox_reg)
+            all_scores.append(scores)
+            all_boxes.append(boxes)
         boxes, scores, labels = nms_per_class(np.concatenate(all_boxes), np.concatenate(all_scores),
                                               self.params, image_hw)
         return Detections(image_id, boxes, scores, labels)
@@ -265,11 +269,8 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
 
     dirs = [model_dir] if isinstance(model_dir, (str, os.PathLike)) else list(model_dir)
     models = load_models(dirs)
-    if not bbox_reg:
-        for m in models:
-            m.bbox = None
     params = DetectionParams.from_model(models[0], **param_overrides)
-    detector = Detector(models, device, params)
+    detector = Detector(models, device, params, bbox_reg=bbox_reg)
     proposal_cache = feature_cache = None
     if proposals_dir is not None:
         from proposals.cache import ProposalCache

@@ -18,11 +18,29 @@ CHECKPOINT = "finetune.ckpt.npz"
 @cache_options
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Model folder: fc.npz and finetune.json are written here.")
+@click.option("--conv-top", "conv_top_end", type=int, default=None,
+              help="Also fine-tune the backbone's conv layers above the cached one, up to (not "
+                   "including) this stage index, through SPP (e.g. 18 for MobileNetV2 blocks "
+                   "14-17, 320 channels at stride 32). Writes a complete model (softmax "
+                   "classifier + box regression); `train-svm --head fc7` can add SVMs.")
+@click.option("--freeze-top", is_flag=True,
+              help="With --conv-top: keep those conv layers at their ImageNet weights (the deeper "
+                   "layer's features without conv fine-tuning).")
+@click.option("--top-lr-mult", default=0.1, show_default=True,
+              help="With --conv-top: the conv layers' learning rate is --lr times this.")
+@click.option("--images-per-batch", default=2, show_default=True,
+              help="With --conv-top: images per mini-batch (Fast R-CNN: 2).")
+@click.option("--rois-per-image", default=64, show_default=True,
+              help="With --conv-top: windows per image in a mini-batch (Fast R-CNN: 64).")
+@click.option("--train-scales", type=int, multiple=True,
+              help="With --conv-top: train on these cached scales only (default: all).")
 @click.option("--hidden", default=1024, show_default=True, help="Width of fc6 and fc7 (paper: 4096).")
 @click.option("--dropout", default=0.5, show_default=True)
-@click.option("--iterations", default=4000, show_default=True, help="Mini-batches in total.")
+@click.option("--iterations", type=int, default=None,
+              help="Mini-batches in total (default 4000; 5000 with --conv-top).")
 @click.option("--lr", default=0.01, show_default=True, help="Initial learning rate (SGD).")
-@click.option("--lr-step", default=3000, show_default=True, help="Iteration where the rate drops 10x.")
+@click.option("--lr-step", type=int, default=None,
+              help="Iteration where the rate drops 10x (default: 3/4 of --iterations).")
 @click.option("--momentum", default=0.9, show_default=True)
 @click.option("--weight-decay", default=5e-4, show_default=True)
 @click.option("--standardise/--no-standardise", default=True, show_default=True,
@@ -48,7 +66,9 @@ CHECKPOINT = "finetune.ckpt.npz"
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_dir: Path,
-             hidden: int, dropout: float, iterations: int, lr: float, lr_step: int, momentum: float,
+             conv_top_end: int | None, freeze_top: bool, top_lr_mult: float, images_per_batch: int,
+             rois_per_image: int, train_scales: tuple[int, ...],
+             hidden: int, dropout: float, iterations: int | None, lr: float, lr_step: int | None, momentum: float,
              weight_decay: float, standardise: bool, init_std: float | None, batch_size: int, fg_fraction: float, fg_iou: float,
              bg_iou_low: float, fg_per_image: int, bg_per_image: int, target_norm: float,
              norm_images: int, norm_windows: int, checkpoint_every: int, seed: int,
@@ -63,6 +83,27 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
 
     if not 0 < fg_fraction < 1:
         raise click.BadParameter("must be between 0 and 1", param_hint="--fg-fraction")
+    if conv_top_end is not None:
+        from sppdet.heads.conv_finetune import ConvFinetuneParams
+        from sppdet.heads.conv_model import train_conv_model
+
+        iterations = iterations or ConvFinetuneParams.iterations
+        params = ConvFinetuneParams(
+            train_top=not freeze_top, hidden=hidden, dropout=dropout, fg_iou=fg_iou,
+            bg_iou_low=bg_iou_low, images_per_batch=images_per_batch, rois_per_image=rois_per_image,
+            fg_fraction=fg_fraction, iterations=iterations, lr=lr, top_lr_mult=top_lr_mult,
+            lr_step=lr_step or iterations * 3 // 4, momentum=momentum, weight_decay=weight_decay,
+            scales=tuple(train_scales) or None, seed=seed)
+        path = train_conv_model(dataset, features_dir, proposals_dir, out_dir, conv_top_end, params,
+                                device=str(resolve_device(device)), checkpoint_every=checkpoint_every,
+                                progress=not quiet, echo=click.echo)
+        click.echo(f"wrote {path}; evaluate: sppdet eval --model {path} ...; optional SVMs on its "
+                   f"fc7: sppdet train-svm --head fc7 --finetuned {path} --out DIR ...")
+        return
+    if freeze_top or train_scales:
+        raise click.UsageError("--freeze-top and --train-scales apply with --conv-top")
+    iterations = iterations or 4000
+    lr_step = lr_step or 3000
     params = FinetuneParams(hidden=hidden, dropout=dropout, fg_iou=fg_iou, bg_iou_low=bg_iou_low,
                             fg_fraction=fg_fraction, batch_size=batch_size, fg_per_image=fg_per_image,
                             bg_per_image=bg_per_image, iterations=iterations, lr=lr, lr_step=lr_step,

@@ -58,9 +58,9 @@ def _zf5() -> nn.Module:
     )
 
 
-def _resnet_c4(model: nn.Module) -> nn.Module:
+def _resnet_stages(model: nn.Module) -> nn.Sequential:
     m = model
-    return nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3)
+    return nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3, m.layer4)
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,14 @@ class BackboneSpec:
     layer: str  # the pooled layer, as a readable description
     channels: int
     build: Callable[[], nn.Module]  # the whole network, random init
-    cut: Callable[[nn.Module], nn.Module]  # whole network -> conv trunk
+    stages: Callable[[nn.Module], nn.Sequential]  # whole network -> its conv layers in order
+    cut_at: int  # the trunk is stages[:cut_at]; layers above it can be fine-tuned (conv_top)
     torchvision_name: str | None = None  # for torchvision's weights API
     default_weights: str = RANDOM_WEIGHTS
+
+    def cut(self, model: nn.Module) -> nn.Module:
+        """Whole network -> the conv trunk whose output is cached (``stages[:cut_at]``)."""
+        return self.stages(model)[: self.cut_at]
 
 
 def _tv(name: str) -> Callable[[], nn.Module]:
@@ -84,14 +89,14 @@ BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
         BackboneSpec("mobilenet_v2", "features[:14] (block 13, stride 16)", 96,
-                     _tv("mobilenet_v2"), lambda m: m.features[:14], "mobilenet_v2", "IMAGENET1K_V1"),
+                     _tv("mobilenet_v2"), lambda m: m.features, 14, "mobilenet_v2", "IMAGENET1K_V1"),
         BackboneSpec("alexnet", "features[:12] (conv5 + ReLU)", 256,
-                     _tv("alexnet"), lambda m: m.features[:12], "alexnet", "IMAGENET1K_V1"),
+                     _tv("alexnet"), lambda m: m.features, 12, "alexnet", "IMAGENET1K_V1"),
         BackboneSpec("vgg16", "features[:30] (conv5_3 + ReLU)", 512,
-                     _tv("vgg16"), lambda m: m.features[:30], "vgg16", "IMAGENET1K_V1"),
+                     _tv("vgg16"), lambda m: m.features, 30, "vgg16", "IMAGENET1K_V1"),
         BackboneSpec("resnet50", "layer3 (C4)", 1024,
-                     _tv("resnet50"), _resnet_c4, "resnet50", "IMAGENET1K_V1"),
-        BackboneSpec("zf5", "conv5 + ReLU", 256, _zf5, lambda m: m),
+                     _tv("resnet50"), _resnet_stages, 7, "resnet50", "IMAGENET1K_V1"),
+        BackboneSpec("zf5", "conv5 + ReLU", 256, _zf5, lambda m: m, 14),
     )
 }
 DEFAULT_BACKBONE = "mobilenet_v2"
@@ -201,11 +206,20 @@ def _load_torchvision(spec: BackboneSpec, model: nn.Module, name: str) -> str:
     return entry.name
 
 
-def get_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None) -> Backbone:
-    """Build a registered backbone, load its weights, and return it in eval mode."""
+def backbone_spec(name: str) -> BackboneSpec:
+    """The registry entry of ``name`` (an ``SppdetError`` names the choices otherwise)."""
     spec = BACKBONES.get(name)
     if spec is None:
         raise SppdetError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return spec
+
+
+def build_network(name: str, weights: str | None = None) -> tuple[BackboneSpec, nn.Module, str]:
+    """The whole registered network with its weights loaded, and the weights' identifier.
+
+    ``weights`` as in ``get_backbone``; random weights use a fixed seed.
+    """
+    spec = backbone_spec(name)
     weights = spec.default_weights if weights is None else weights
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
@@ -220,6 +234,12 @@ def get_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None) -> Ba
         ident = f"file:{path.name}#sha256:{_file_sha256(path)[:16]}"
     else:
         ident = _load_torchvision(spec, model, weights)
+    return spec, model, ident
+
+
+def get_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None) -> Backbone:
+    """Build a registered backbone, load its weights, and return it in eval mode."""
+    spec, model, ident = build_network(name, weights)
     trunk = onednn_pointwise(fold_batchnorm(spec.cut(model).eval()))
     backbone = Backbone(spec.name, trunk, spec.layer, spec.channels, ident)
     backbone.eval()

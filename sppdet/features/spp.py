@@ -17,7 +17,9 @@ How it is computed without a loop over windows or bins:
 - The maps of several scales (different sizes) share one flat table, so windows of every
   scale are pooled in one query.
 - Max pooling selects values, so pooling a float16 map in float16 is exact; the result is
-  returned as float32.
+  returned as float32 (float64 maps give float64, e.g. for gradient checks).
+- With autograd (conv fine-tuning through the pyramid), the table is built out of place and
+  each bin's gradient flows to the cell that holds its max.
 
 Output layout: level by level (in the order given), each level's n x n bins in row-major
 order, each bin's C channels contiguous: column ``offset_n + (i * n + j) * C + c`` holds
@@ -136,7 +138,8 @@ class SpatialPyramidPooling(nn.Module):
     - ``rois``: (K, 5) int (map index, x0, y0, x1, y1), or (K, 4) when there is one map;
       inclusive cell coordinates (``mapping.map_windows``); ``None`` pools each whole map
       (image classification with a fixed-length output).
-    Returns (K, C * sum(n^2)) float32 in the layout described in the module docstring.
+    Returns (K, C * sum(n^2)) float32 (float64 for float64 maps) in the layout described in
+    the module docstring.
     """
 
     def __init__(self, levels: Sequence[int] = DEFAULT_LEVELS):
@@ -207,7 +210,8 @@ class SpatialPyramidPooling(nn.Module):
                 s = src // n
                 p = _max_over(pooled[src].view(k, n, s, src, c), 2)
                 pooled[n] = _max_over(p.view(k, n, n, s, c), 3)
-        out = torch.empty((k, self.output_dim(c)), dtype=torch.float32, device=rows.device)
+        dtype = torch.float32 if rows.dtype in (torch.float16, torch.bfloat16) else rows.dtype
+        out = torch.empty((k, self.output_dim(c)), dtype=dtype, device=rows.device)
         offsets = np.cumsum([0] + [c * n * n for n in self.levels])
         for n, start in zip(self.levels, offsets[:-1]):
             out[:, start:start + c * n * n] = pooled[n].reshape(k, -1)

@@ -15,15 +15,18 @@ from torch import nn
 
 
 class FcHead(nn.Module):
-    """fc6 -> ReLU -> dropout -> fc7 -> ReLU -> dropout -> cls (num_classes + 1)."""
+    """fc6 -> ReLU -> dropout -> fc7 -> ReLU -> dropout -> cls (num_classes + 1), and with
+    ``bbox=True`` a sibling ``bbox_pred`` (4 per class) on the same fc7 output (Fast R-CNN)."""
 
     def __init__(self, in_dim: int, hidden: int, num_classes: int, dropout: float = 0.5,
-                 init_std: float | None = None) -> None:
+                 init_std: float | None = None, bbox: bool = False) -> None:
         """``init_std``: Gaussian weights of that std and zero biases (Caffe's filler for new
-        layers); None keeps PyTorch's default (Kaiming-uniform) initialisation."""
+        layers); None keeps PyTorch's default (Kaiming-uniform) initialisation. ``bbox``:
+        add the class-specific box-delta output (initialised as Fast R-CNN's, std 0.001)."""
         super().__init__()
         self.in_dim, self.hidden, self.num_classes, self.dropout = in_dim, hidden, num_classes, dropout
         self.init_std = init_std
+        self.has_bbox = bool(bbox)
         self.fc6 = nn.Linear(in_dim, hidden)
         self.fc7 = nn.Linear(hidden, hidden)
         self.cls = nn.Linear(hidden, num_classes + 1)
@@ -32,6 +35,10 @@ class FcHead(nn.Module):
             for layer in (self.fc6, self.fc7, self.cls):
                 nn.init.normal_(layer.weight, std=init_std)
                 nn.init.zeros_(layer.bias)
+        if self.has_bbox:
+            self.bbox_pred = nn.Linear(hidden, 4 * num_classes)
+            nn.init.normal_(self.bbox_pred.weight, std=0.001)
+            nn.init.zeros_(self.bbox_pred.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """fc7 activations (post-ReLU); dropout follows ``self.training``."""
@@ -41,9 +48,18 @@ class FcHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cls(self.drop(self.features(x)))
 
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(class logits (N, C + 1), box deltas (N, C, 4) or None) from one fc pass."""
+        h = self.drop(self.features(x))
+        deltas = self.bbox_pred(h).view(len(x), self.num_classes, 4) if self.has_bbox else None
+        return self.cls(h), deltas
+
     def config(self) -> dict[str, Any]:
-        return {"in_dim": self.in_dim, "hidden": self.hidden, "num_classes": self.num_classes,
-                "dropout": self.dropout, "init_std": self.init_std}
+        cfg = {"in_dim": self.in_dim, "hidden": self.hidden, "num_classes": self.num_classes,
+               "dropout": self.dropout, "init_std": self.init_std}
+        if self.has_bbox:
+            cfg["bbox"] = True
+        return cfg
 
     @torch.no_grad()
     def fold_input_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:

@@ -9,10 +9,16 @@ complete model):
   test-time defaults (NMS IoU, score threshold, detections per image), training summary;
 - ``heads.npz``: ``svm_W`` (C, D), ``svm_b`` (C,), and, with box regression,
   ``bbox_W`` (C, D_pool, 4), ``bbox_b``, ``bbox_mean``, ``bbox_std`` (C, 4);
-- ``fc.npz`` (head ``fc7`` only): the fine-tuned fc layers (``FcHead`` state dict arrays
-  and its sizes as JSON in ``config``), written by ``sppdet finetune`` together with
-  ``finetune.json``. Format version 1 stored them with ``torch.save`` in ``fc.pt``, which
-  still loads.
+- ``fc.npz`` (heads ``fc7`` and ``softmax``): the fine-tuned fc layers (``FcHead`` state
+  dict arrays and its sizes as JSON in ``config``), written by ``sppdet finetune`` together
+  with ``finetune.json``. Format version 1 stored them with ``torch.save`` in ``fc.pt``,
+  which still loads.
+- ``conv_top.npz`` (models fine-tuned below the pyramid, config ``conv_top``): the conv
+  layers above the cached trunk (``features.conv_top``); windows are pooled on their output.
+
+Heads: ``pool`` (SVMs on scaled pooled features), ``fc7`` (SVMs on fc7 of fine-tuned fc
+layers) and ``softmax`` (the fine-tuned network's own (C + 1)-way classifier and box-delta
+output, Fast R-CNN's; no ``heads.npz`` SVMs, scores are class probabilities).
 
 Weight matrices are stored as float32, or, in a packed model (``sppdet.models.pack``), as
 float16 or per-row int8 (config ``weights_storage``, module ``weight_storage``); they always load as float32.
@@ -25,16 +31,20 @@ import pickle
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from sppdet.errors import ConfigMismatchError, ModelFormatError
 from sppdet.fileio import atomic_path, save_json, save_npz
-from sppdet.heads.bbox_regression import BoxRegressor
+from sppdet.features.conv_top import TOP_FILE, ConvTop, ConvTopConfig, load_conv_top
+from sppdet.heads.bbox_regression import BoxRegressor, apply_deltas
 from sppdet.heads.fc_head import FcHead
 from sppdet.heads.weight_storage import encode, input_aware_factors, read_npz
+
+if TYPE_CHECKING:
+    from sppdet.features.extractor import FeatureExtractor, FeatureMaps
 
 FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
@@ -42,7 +52,7 @@ HEADS_FILE = "heads.npz"
 FC_FILE = "fc.npz"
 LEGACY_FC_FILE = "fc.pt"  # format version 1
 FINETUNE_FILE = "finetune.json"
-HEADS = ("pool", "fc7")
+HEADS = ("pool", "fc7", "softmax")
 
 # Feature settings copied to the top level of config.json from the feature cache manifest.
 FEATURE_KEYS = ("backbone", "weights", "layer", "channels", "stride", "offset", "scales", "max_size",
@@ -60,11 +70,12 @@ class DetectorModel:
     """
 
     config: dict[str, Any]
-    svm_W: np.ndarray  # (C, D) float32
-    svm_b: np.ndarray  # (C,) float32
+    svm_W: np.ndarray | None  # (C, D) float32; None for head softmax
+    svm_b: np.ndarray | None  # (C,) float32
     bbox: BoxRegressor | None = None
     fc: FcHead | None = None
     path: Path | None = field(default=None, compare=False)
+    conv_top: ConvTop | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -91,9 +102,60 @@ class DetectorModel:
         return x
 
     def score(self, pooled: np.ndarray) -> np.ndarray:
-        """(N, C) SVM scores of windows from their pooled features (N, D_pool)."""
+        """(N, C) scores of windows from their pooled features (N, D_pool): SVM scores, or
+        class probabilities for head ``softmax``."""
+        if self.head == "softmax":
+            return self._softmax_outputs(pooled)[0]
         x = self.svm_features(pooled)
         return (x @ self.svm_W.T).astype(np.float64) + self.svm_b.astype(np.float64)
+
+    @torch.no_grad()
+    def _softmax_outputs(self, pooled: np.ndarray, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """Head softmax: class probabilities (N, C) and normalised box deltas (N, C, 4)."""
+        assert self.fc is not None
+        self.fc.eval()
+        dev = next(self.fc.parameters()).device
+        x = self.scaled(pooled)
+        probs = np.empty((len(x), len(self.classes)), np.float64)
+        deltas = np.zeros((len(x), len(self.classes), 4), np.float64)
+        for s in range(0, len(x), batch):
+            logits, d = self.fc.forward_all(torch.from_numpy(x[s:s + batch]).to(dev))
+            probs[s:s + batch] = torch.softmax(logits, 1)[:, 1:].double().cpu().numpy()
+            if d is not None:
+                deltas[s:s + batch] = d.double().cpu().numpy()
+        return probs, deltas
+
+    def predict(self, pooled: np.ndarray, boxes: np.ndarray, bbox_reg: bool = True
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (N, C) and per-class boxes (N, C, 4) of windows ``boxes`` (N, 4) from their
+        pooled features, in one pass of the fc layers."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if self.head != "softmax":
+            regressed = self.regress(pooled, boxes, None) if bbox_reg else self._unregressed(boxes)
+            return self.score(pooled), regressed
+        probs, deltas = self._softmax_outputs(pooled)
+        if not bbox_reg or not self.config.get("bbox_regression", False):
+            return probs, self._unregressed(boxes)
+        from sppdet.heads.conv_finetune import BBOX_STDS
+
+        d = deltas * np.asarray(BBOX_STDS)[None, None, :]
+        n, c = probs.shape
+        return probs, apply_deltas(np.repeat(boxes, c, axis=0), d.reshape(-1, 4)).reshape(n, c, 4)
+
+    def _unregressed(self, boxes: np.ndarray) -> np.ndarray:
+        return np.repeat(boxes[:, None, :], len(self.classes), axis=1)
+
+    def pool(self, maps: "FeatureMaps", windows: np.ndarray, extractor: "FeatureExtractor") -> np.ndarray:
+        """(N, D_pool) pooled features of ``windows`` on the cached-layer ``maps``: straight
+        from them, or, for a conv fine-tuned model, from its conv top's output."""
+        if self.conv_top is None:
+            return extractor.pool(maps, windows).cpu().numpy()
+        from sppdet.features.extractor import pool_windows
+
+        top = self.conv_top.to(extractor.device)
+        with torch.inference_mode():
+            top_maps = top.apply_to_maps(maps.to(extractor.device))
+            return pool_windows(top_maps, windows, top.stride, top.offset, extractor.spp).cpu().numpy()
 
     def regress(self, pooled: np.ndarray, boxes: np.ndarray,
                 class_idx: int | np.ndarray | None = None) -> np.ndarray:
@@ -102,9 +164,12 @@ class DetectorModel:
         Without box regression in the model the boxes come back unchanged.
         """
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if self.head == "softmax":
+            regressed = self.predict(pooled, boxes)[1]
+            return regressed if class_idx is None else regressed[np.arange(len(boxes)), class_idx]
         if self.bbox is None:
             if class_idx is None:
-                return np.repeat(boxes[:, None, :], len(self.classes), axis=1)
+                return self._unregressed(boxes)
             return boxes.copy()
         return self.bbox.predict(self.scaled(pooled), boxes, class_idx)
 
@@ -125,23 +190,34 @@ def save_model(path: str | Path, model: DetectorModel, storage: str = "float32",
     cfg["format_version"] = FORMAT_VERSION
     if cfg.get("head") not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {cfg.get('head')!r}")
-    cfg["num_classes"], cfg["svm_dim"] = int(model.svm_W.shape[0]), int(model.svm_W.shape[1])
-    cfg["bbox_regression"] = model.bbox is not None
-    arrays = {"svm_W": np.asarray(model.svm_W, np.float32), "svm_b": np.asarray(model.svm_b, np.float32)}
-    if model.bbox is not None:
-        arrays.update(bbox_W=model.bbox.W, bbox_b=model.bbox.b, bbox_mean=model.bbox.mean,
-                      bbox_std=model.bbox.std)
-    save_npz(path / HEADS_FILE, **encode(arrays, storage, KEEP_FLOAT32))
-    if cfg["head"] == "fc7":
+    if cfg["head"] == "softmax":
+        if model.fc is None or not model.fc.has_bbox and cfg.get("bbox_regression"):
+            raise ValueError("head softmax needs fc layers (with box deltas for box regression)")
+        cfg["num_classes"] = int(model.fc.num_classes)
+        (path / HEADS_FILE).unlink(missing_ok=True)
+    else:
+        cfg["num_classes"], cfg["svm_dim"] = int(model.svm_W.shape[0]), int(model.svm_W.shape[1])
+        cfg["bbox_regression"] = model.bbox is not None
+        arrays = {"svm_W": np.asarray(model.svm_W, np.float32), "svm_b": np.asarray(model.svm_b, np.float32)}
+        if model.bbox is not None:
+            arrays.update(bbox_W=model.bbox.W, bbox_b=model.bbox.b, bbox_mean=model.bbox.mean,
+                          bbox_std=model.bbox.std)
+        save_npz(path / HEADS_FILE, **encode(arrays, storage, KEEP_FLOAT32))
+    if cfg["head"] in ("fc7", "softmax"):
         if model.fc is None:
-            raise ValueError("head fc7 needs the fc layers")
+            raise ValueError(f"head {cfg['head']} needs the fc layers")
         save_fc(path / FC_FILE, model.fc, storage, fc6_rank, fc6_inputs)
+    if model.conv_top is not None:
+        model.conv_top.save(path / TOP_FILE)
+        cfg["conv_top"] = model.conv_top.config.as_dict()
+    else:
+        cfg.pop("conv_top", None)
     cfg.pop("weights_storage", None)
     cfg.pop("fc6_rank", None)
     cfg.pop("fc6_rank_fit", None)
     if storage != "float32":
         cfg["weights_storage"] = storage
-    if fc6_rank is not None and cfg["head"] == "fc7":
+    if fc6_rank is not None and cfg["head"] in ("fc7", "softmax"):
         cfg["fc6_rank"] = int(fc6_rank)
         cfg["fc6_rank_fit"] = "input-aware" if fc6_inputs is not None else "svd"
     save_json(path / CONFIG_FILE, cfg)
@@ -233,6 +309,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Detector
     cfg = read_config(path)
     if cfg.get("head") not in HEADS:
         raise ModelFormatError(f"{path / CONFIG_FILE}: unknown head {cfg.get('head')!r}")
+    conv_top = None
+    if "conv_top" in cfg:
+        conv_top = load_conv_top(path / TOP_FILE, ConvTopConfig.from_dict(cfg["conv_top"], str(path / CONFIG_FILE)))
+        conv_top = conv_top.to(device)
+    if cfg["head"] == "softmax":
+        fc = load_fc(fc_file(path), device)
+        if fc.num_classes != len(cfg.get("classes", [])):
+            raise ModelFormatError(f"{path}: the fc layers have {fc.num_classes} classes, "
+                                   f"{CONFIG_FILE} lists {len(cfg.get('classes', []))}")
+        if cfg.get("bbox_regression") and not fc.has_bbox:
+            raise ModelFormatError(f"{path}: box regression enabled but the fc layers have no box output")
+        return DetectorModel(cfg, None, None, None, fc, path, conv_top)
     heads_file = path / HEADS_FILE
     if not heads_file.is_file():
         raise ModelFormatError(f"{heads_file}: missing, {path} is not a complete model directory")
@@ -257,16 +345,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Detector
     fc = load_fc(fc_file(path), device) if cfg["head"] == "fc7" else None
     if fc is not None and fc.hidden != W.shape[1]:
         raise ModelFormatError(f"{path}: fc7 has {fc.hidden} outputs but the SVMs expect {W.shape[1]}")
-    return DetectorModel(cfg, W, b, bbox, fc, path)
+    return DetectorModel(cfg, W, b, bbox, fc, path, conv_top)
 
 
 def copy_fc(src_dir: str | Path, dst_dir: str | Path) -> None:
-    """Copy fine-tuned fc layers (and their finetune.json) into another model directory."""
+    """Copy fine-tuned fc layers (and their finetune.json, and a conv top's weights) into
+    another model directory."""
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
     if src_dir.resolve() == dst_dir.resolve():
         return
     dst_dir.mkdir(parents=True, exist_ok=True)
-    for src in (fc_file(src_dir), src_dir / FINETUNE_FILE):
+    extra = [src_dir / TOP_FILE] if (src_dir / TOP_FILE).is_file() else []
+    for src in (fc_file(src_dir), src_dir / FINETUNE_FILE, *extra):
         with atomic_path(dst_dir / src.name) as tmp:
             shutil.copyfile(src, tmp)
 

@@ -62,26 +62,45 @@ def train_svm(dataset: Any, features_dir: str | os.PathLike, proposals_dir: str 
     if head != "fc7" and finetuned_dir is not None:
         raise ArgumentError("finetuned_dir (--finetuned) only applies with head fc7")
     caches = open_caches(features_dir, proposals_dir)
-    fc = feature_scale = finetune_info = None
+    fc = feature_scale = finetune_info = conv_top = None
+    source = caches.features
     src_dir = Path(finetuned_dir) if finetuned_dir is not None else out_dir
     if head == "fc7":
         finetune_info = load_finetune_info(src_dir, dataset.classes, caches.features_manifest)
         fc = load_fc(src_dir / FC_FILE, str(resolve_device(device)))
         feature_scale = float(finetune_info["feature_scale"])
+        if "conv_top" in finetune_info:  # a conv fine-tuned network: pool on its conv top
+            from sppdet.features.conv_top import TOP_FILE, ConvTopConfig, load_conv_top
+            from sppdet.heads.conv_finetune import ConvTopSource
+
+            conv_top = load_conv_top(src_dir / TOP_FILE, ConvTopConfig.from_dict(
+                finetune_info["conv_top"], str(src_dir / "finetune.json")))
+            source = ConvTopSource(caches.features, conv_top, str(resolve_device(device)),
+                                   caches.features_manifest.get("levels", (1, 2, 3, 6)))
     images = DatasetImages(dataset, caches.proposals)
     log(f"{dataset.name}: {len(images)} images, {len(dataset.classes)} classes, head {head}")
-    heads = train_heads(images, caches.features, dataset.classes, params, fc=fc,
+    heads = train_heads(images, source, dataset.classes, params, fc=fc,
                         feature_scale=feature_scale, progress=progress,
                         checkpoint_dir=out_dir / SVM_CHECKPOINT_DIR, checkpoint_every=checkpoint_every,
                         fingerprint_extra={"features": caches.features_manifest,
+                                           "conv_top": None if conv_top is None else
+                                           _file_digest(src_dir / "conv_top.npz"),
                                            "proposals": caches.proposals_meta,
                                            "dataset": dataset.name})
     model = heads.to_model(dataset.classes, fc=None if fc is None else fc.cpu(),
                            features=caches.features_manifest, proposals=caches.proposals_meta,
                            finetune=finetune_info)
     model.config["dataset"] = {"name": dataset.name, "split": dataset.split, "images": len(images)}
+    model.conv_top = conv_top
     if fc is not None:
         copy_fc(src_dir, out_dir)
     save_model(out_dir, model)
     model.path = out_dir
     return model
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file (a conv top's weights in a checkpoint's fingerprint)."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

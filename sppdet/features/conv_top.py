@@ -1,0 +1,166 @@
+"""The conv layers above the cached trunk ("conv top"), fine-tuned through SPP.
+
+SPP-net never trains the layers below the pyramid pooling. Here the backbone is split in
+two: the lower part (``stages[:cut_at]``, e.g. MobileNetV2 blocks 0-13) stays frozen and
+its maps are cached once by ``sppdet extract``; the upper part (``stages[cut_at:end]``,
+e.g. blocks 14-17, 320 channels at stride 32) is a ``ConvTop`` that runs on the cached
+maps, is trained together with fc6/fc7 through the pyramid pooling (gradients flow through
+each bin's max), and is stored in the model directory (``conv_top.npz``). The cache does
+not depend on the fine-tuned weights, so one cache serves every model trained on it.
+
+Batch norm is folded into the convolutions (frozen statistics, as torchvision's detection
+models freeze it), so training and inference run the same layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sppdet.errors import ConfigMismatchError, ModelFormatError, SppdetError
+from sppdet.features.backbones import backbone_spec, build_network, fold_batchnorm
+from sppdet.features.extractor import FeatureMaps
+from sppdet.features.geometry import derive_geometry
+from sppdet.fileio import save_npz
+from sppdet.perf import onednn_pointwise
+
+TOP_FILE = "conv_top.npz"
+
+
+@dataclass(frozen=True)
+class ConvTopConfig:
+    """Which layers a conv top holds and the geometry of its output map.
+
+    ``start`` is the backbone's cut (the cached layer), ``end`` the end of the slice
+    ``stages[start:end]``; ``stride`` and ``offset`` describe the whole network up to
+    ``end`` (``geometry.derive_geometry``), which is what windows are mapped with.
+    """
+
+    backbone: str
+    start: int
+    end: int
+    in_channels: int
+    channels: int
+    stride: int
+    offset: float
+    init_weights: str  # the weights the layers started from (the cache's backbone weights)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> "ConvTopConfig":
+        try:
+            return cls(backbone=str(d["backbone"]), start=int(d["start"]), end=int(d["end"]),
+                       in_channels=int(d["in_channels"]), channels=int(d["channels"]),
+                       stride=int(d["stride"]), offset=float(d["offset"]),
+                       init_weights=str(d["init_weights"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelFormatError(f"{where}: invalid conv_top entry ({e!r})") from None
+
+
+def _top_layers(backbone: str, end: int, model: nn.Module) -> tuple[nn.Sequential, int]:
+    spec = backbone_spec(backbone)
+    stages = spec.stages(model)
+    if not spec.cut_at < end <= len(stages):
+        raise SppdetError(f"conv top of {backbone}: end must be in {spec.cut_at + 1}..{len(stages)} "
+                          f"(the layers above the cached one, stages[{spec.cut_at}:]), got {end}")
+    return stages[spec.cut_at:end], spec.cut_at
+
+
+class ConvTop(nn.Module):
+    """``stages[start:end]`` of a backbone (batch norm folded), on cached maps."""
+
+    def __init__(self, config: ConvTopConfig, layers: nn.Sequential) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = layers
+
+    @property
+    def stride(self) -> int:
+        return self.config.stride
+
+    @property
+    def offset(self) -> float:
+        return self.config.offset
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+    def apply_to_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        """One cached (C, H, W) map (any float dtype) -> the top's (C', H', W') float32 map."""
+        x = fmap.to(torch.float32).unsqueeze(0).contiguous(memory_format=torch.channels_last)
+        return self.layers(x)[0]
+
+    @torch.no_grad()
+    def apply_to_maps(self, maps: FeatureMaps) -> FeatureMaps:
+        """Every scale's cached map through the top (inference, float32 maps)."""
+        return FeatureMaps([self.apply_to_map(m) for m in maps.maps], maps.factors, maps.image_hw,
+                           maps.scales)
+
+    def save(self, path: str | Path) -> None:
+        """Atomically write the layers' state dict as float32 arrays (``.npz``, no pickle)."""
+        save_npz(path, **{k: v.detach().cpu().float().numpy() for k, v in self.layers.state_dict().items()})
+
+
+def build_conv_top(backbone: str, end: int, weights: str | None = None) -> ConvTop:
+    """The layers ``stages[cut_at:end]`` of ``backbone`` with ``weights`` loaded (as for the
+    trunk: torchvision's weights API, ``"random"`` or a file), batch norm folded."""
+    spec, model, ident = build_network(backbone, weights)
+    layers, start = _top_layers(backbone, end, model)
+    geometry = derive_geometry(spec.stages(model)[:end])
+    layers = onednn_pointwise(fold_batchnorm(layers.eval()))
+    with torch.no_grad():
+        channels = int(layers(torch.zeros(1, spec.channels, 64, 64)).shape[1])
+    config = ConvTopConfig(backbone, start, end, spec.channels, channels, geometry.stride,
+                           geometry.offset, ident)
+    top = ConvTop(config, layers)
+    for p in top.parameters():
+        p.requires_grad_(False)
+    return top
+
+
+def load_conv_top(path: str | Path, config: ConvTopConfig) -> ConvTop:
+    """Rebuild a saved conv top: the architecture from ``config`` (no weights download),
+    the parameters from ``path`` (written by ``ConvTop.save``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFormatError(f"{path}: conv top weights missing")
+    spec = backbone_spec(config.backbone)
+    with torch.random.fork_rng(devices=[]):
+        model = spec.build()
+    layers, start = _top_layers(config.backbone, config.end, model)
+    if start != config.start:
+        raise ConfigMismatchError(f"{path}: conv top starts at layer {config.start}, but "
+                                  f"{config.backbone}'s cached trunk ends at {start}")
+    layers = onednn_pointwise(fold_batchnorm(layers.eval()))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            state = {k: torch.from_numpy(np.asarray(data[k], np.float32)) for k in data.files}
+        layers.load_state_dict(state)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ModelFormatError(f"{path}: not the conv top its config describes ({e})") from None
+    top = ConvTop(config, layers).eval()
+    for p in top.parameters():
+        p.requires_grad_(False)
+    return top
+
+
+def check_top_fits_cache(config: ConvTopConfig, features: dict[str, Any], where: str) -> None:
+    """Refuse a feature cache whose maps are not the conv top's input (other backbone,
+    other weights, or another cut)."""
+    expected = {"backbone": config.backbone, "weights": config.init_weights, "channels": config.in_channels}
+    diffs = [f"{k}: cache has {features.get(k)!r}, the conv top needs {v!r}"
+             for k, v in expected.items() if features.get(k) != v]
+    if diffs:
+        raise ConfigMismatchError(f"{where}: the feature cache does not hold this conv top's input "
+                                  f"maps ({'; '.join(diffs)})")
