@@ -107,9 +107,13 @@ class ConvTop(nn.Module):
         return FeatureMaps([self.apply_to_map(m) for m in maps.maps], maps.factors, maps.image_hw,
                            maps.scales)
 
-    def save(self, path: str | Path) -> None:
-        """Atomically write the layers' state dict as float32 arrays (``.npz``, no pickle)."""
-        save_npz(path, **{k: v.detach().cpu().float().numpy() for k, v in self.layers.state_dict().items()})
+    def save(self, path: str | Path, storage: str = "float32") -> None:
+        """Atomically write the layers' state dict (``.npz``, no pickle): float32, or, for a
+        packed model (``storage`` float16 or int8), conv weights in float16 (biases float32)."""
+        from sppdet.heads.weight_storage import encode
+
+        arrays = {k: v.detach().cpu().float().numpy() for k, v in self.layers.state_dict().items()}
+        save_npz(path, **encode(arrays, "float32" if storage == "float32" else "float16"))
 
 
 def build_conv_top(backbone: str, end: int, weights: str | None = None) -> ConvTop:
@@ -143,9 +147,10 @@ def load_conv_top(path: str | Path, config: ConvTopConfig) -> ConvTop:
         raise ConfigMismatchError(f"{path}: conv top starts at layer {config.start}, but "
                                   f"{config.backbone}'s cached trunk ends at {start}")
     layers = onednn_pointwise(fold_batchnorm(layers.eval()))
+    from sppdet.heads.weight_storage import read_npz
+
     try:
-        with np.load(path, allow_pickle=False) as data:
-            state = {k: torch.from_numpy(np.asarray(data[k], np.float32)) for k in data.files}
+        state = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in read_npz(path).items()}
         layers.load_state_dict(state)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise ModelFormatError(f"{path}: not the conv top its config describes ({e})") from None

@@ -208,7 +208,7 @@ def save_model(path: str | Path, model: DetectorModel, storage: str = "float32",
             raise ValueError(f"head {cfg['head']} needs the fc layers")
         save_fc(path / FC_FILE, model.fc, storage, fc6_rank, fc6_inputs)
     if model.conv_top is not None:
-        model.conv_top.save(path / TOP_FILE)
+        model.conv_top.save(path / TOP_FILE, storage)
         cfg["conv_top"] = model.conv_top.config.as_dict()
     else:
         cfg.pop("conv_top", None)

@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from sppdet.errors import SppdetError
+from sppdet.features.conv_top import TOP_FILE
 from sppdet.heads.model_dir import CONFIG_FILE, HEADS_FILE, DetectorModel, fc_file, load_model, save_model
 from sppdet.heads.sources import open_caches
 
 
 def model_bytes(model_dir: Path) -> int:
-    """Bytes on disk of a model's config, heads and fc layers."""
-    files = (model_dir / CONFIG_FILE, model_dir / HEADS_FILE, fc_file(model_dir))
+    """Bytes on disk of a model's config, heads, fc layers and conv top."""
+    files = (model_dir / CONFIG_FILE, model_dir / HEADS_FILE, fc_file(model_dir), model_dir / TOP_FILE)
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
@@ -33,6 +34,12 @@ def sample_fc6_inputs(model: DetectorModel, features_dir: str | Path, proposals_
     """fc6's inputs (scaled pooled features) for a seeded sample of proposal windows:
     ``windows`` from each of ``images`` images of the caches (the training caches)."""
     caches = open_caches(features_dir, proposals_dir)
+    source = caches.features
+    if model.conv_top is not None:  # fc6 reads pooled features of the conv top's output
+        from sppdet.heads.conv_finetune import ConvTopSource
+
+        source = ConvTopSource(caches.features, model.conv_top,
+                               levels=caches.features_manifest.get("levels", (1, 2, 3, 6)))
     ids = sorted(caches.features.image_ids())
     if not ids:
         raise SppdetError(f"{features_dir}: no images in the feature cache")
@@ -43,7 +50,7 @@ def sample_fc6_inputs(model: DetectorModel, features_dir: str | Path, proposals_
         boxes = np.asarray(caches.proposals.load(ids[i]), np.float64).reshape(-1, 4)
         if len(boxes):
             rows = np.sort(rng.choice(len(boxes), size=min(windows, len(boxes)), replace=False))
-            xs.append(model.scaled(caches.features.pooled(ids[i], boxes[rows])))
+            xs.append(model.scaled(source.pooled(ids[i], boxes[rows])))
     if not xs:
         raise SppdetError(f"{proposals_dir}: no proposals to calibrate fc6 on")
     return np.concatenate(xs)
@@ -60,7 +67,7 @@ def pack_model(src: str | Path, dst: str | Path, storage: str = "int8", fc6_rank
     if src.resolve() == dst.resolve():
         raise SppdetError(f"{dst}: pack into another directory than the source")
     if fc6_rank is not None and model.fc is None:
-        raise SppdetError(f"{src}: --fc6-rank applies to head fc7 models only")
+        raise SppdetError(f"{src}: --fc6-rank applies to models with fc layers (heads fc7, softmax) only")
     if calibration is not None and fc6_rank is None:
         raise SppdetError("calibration caches are only used with an fc6 rank")
     inputs = sample_fc6_inputs(model, *calibration) if calibration is not None else None
