@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "sppdet.cli.finetune:finetune",
     "train-svm": "sppdet.cli.train_svm:train_svm",
     "eval": "sppdet.cli.eval:eval_cmd",
+    "analyze": "sppdet.cli.analyze:analyze_cmd",
     "pack": "sppdet.cli.pack:pack",
     "detect": "sppdet.cli.detect:detect",
     "demo": "sppdet.cli.demo:demo",
