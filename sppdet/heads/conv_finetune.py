@@ -30,7 +30,6 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,10 +47,10 @@ from sppdet.features.conv_top import ConvTop
 from sppdet.features.mapping import map_windows, scale_boxes
 from sppdet.features.pyramid import nearest_scale
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
-from sppdet.fileio import save_npz
 from sppdet.heads.bbox_regression import bbox_targets
 from sppdet.heads.fc_head import FcHead
 from sppdet.heads.finetune import _Stream, input_moments
+from sppdet.heads.safe_checkpoint import load_training_checkpoint, save_training_checkpoint
 from sppdet.heads.sources import TrainingImage, best_gt
 
 # Box-delta targets are divided by these (Fast R-CNN's BBOX_NORMALIZE_STDS).
@@ -301,49 +300,25 @@ class ConvFinetuner:
                    "loss_every_100": history}
         return ConvFinetuneResult(top, fc, summary)
 
-    # -- checkpoints (npz + JSON: nothing in them can run code) -----------------------
-    def _save_checkpoint(self, path: Path, iteration: int, history: list) -> None:
-        arrays: dict[str, np.ndarray] = {}
-        for k, v in self.fc.state_dict().items():
-            arrays[f"fc/{k}"] = v.detach().cpu().numpy()
-        for k, v in self.top.state_dict().items():
-            arrays[f"top/{k}"] = v.detach().cpu().numpy()
-        params = [q for g in self.opt.param_groups for q in g["params"]]
-        for i, q in enumerate(params):
-            buf = self.opt.state.get(q, {}).get("momentum_buffer")
-            if buf is not None:
-                arrays[f"momentum/{i}"] = buf.detach().cpu().numpy()
-        arrays["rng"] = torch.get_rng_state().numpy()
-        arrays["mean"], arrays["std"] = self.mean.cpu().numpy(), self.std.cpu().numpy()
-        meta = {"iteration": iteration, "history": history, "params": self.params.as_dict(),
-                "images": [ti.image_id for ti in _first(self.images, 3)], "num_images": len(self.images),
+    # -- checkpoints (npz + JSON via safe_checkpoint: nothing in them can run code) ---
+    def _run_identity(self) -> dict[str, Any]:
+        return {"params": self.params.as_dict(), "num_images": len(self.images),
+                "images": [ti.image_id for ti in _first(self.images, 3)],
                 "top": self.top.config.as_dict()}
-        arrays["meta"] = np.array(json.dumps(meta))
-        save_npz(path, **arrays)
+
+    def _modules(self) -> nn.Module:
+        return nn.ModuleDict({"fc": self.fc, "top": self.top})
+
+    def _save_checkpoint(self, path: Path, iteration: int, history: list) -> None:
+        save_training_checkpoint(path, model=self._modules(), optimizer=self.opt,
+                                 meta={**self._run_identity(), "iteration": iteration,
+                                       "history": history, "mean": self.mean.cpu(),
+                                       "std": self.std.cpu()})
 
     def _load_checkpoint(self, path: Path) -> tuple[int, list]:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-            meta = json.loads(str(arrays.pop("meta")))
-        except (OSError, ValueError, KeyError) as e:
-            raise DataError(f"{path}: unreadable checkpoint ({e}); delete it to start over") from None
-        same = (meta.get("params") == self.params.as_dict() and meta.get("num_images") == len(self.images)
-                and meta.get("images") == [ti.image_id for ti in _first(self.images, 3)]
-                and meta.get("top") == self.top.config.as_dict())
-        if not same:
-            raise DataError(f"{path}: checkpoint of a run with other settings or data; delete it "
-                            f"to start over")
-        self.fc.load_state_dict({k[3:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("fc/")})
-        self.top.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("top/")})
-        params = [q for g in self.opt.param_groups for q in g["params"]]
-        for i, q in enumerate(params):
-            key = f"momentum/{i}"
-            if key in arrays:
-                self.opt.state[q]["momentum_buffer"] = torch.from_numpy(arrays[key]).to(q.device)
-        torch.set_rng_state(torch.from_numpy(arrays["rng"]))
-        self.mean = torch.from_numpy(arrays["mean"]).to(self.device)
-        self.std = torch.from_numpy(arrays["std"]).to(self.device)
+        meta = load_training_checkpoint(path, self._modules(), self.opt, expect=self._run_identity())
+        self.mean = torch.as_tensor(meta["mean"]).to(self.device)
+        self.std = torch.as_tensor(meta["std"]).to(self.device)
         return int(meta["iteration"]), list(meta.get("history", []))
 
 
