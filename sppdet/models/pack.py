@@ -67,7 +67,7 @@ def pack_model(src: str | Path, dst: str | Path, storage: str = "int8", fc6_rank
     if src.resolve() == dst.resolve():
         raise SppdetError(f"{dst}: pack into another directory than the source")
     if fc6_rank is not None and model.fc is None:
-        raise SppdetError(f"{src}: --fc6-rank applies to models with fc layers (heads fc7, softmax) only")
+        raise SppdetError(f"{src}: --fc6-rank applies to softmax and fc7 models only (models with fc layers)")
     if calibration is not None and fc6_rank is None:
         raise SppdetError("calibration caches are only used with an fc6 rank")
     inputs = sample_fc6_inputs(model, *calibration) if calibration is not None else None
