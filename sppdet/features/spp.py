@@ -18,8 +18,9 @@ How it is computed without a loop over windows or bins:
   scale are pooled in one query.
 - Max pooling selects values, so pooling a float16 map in float16 is exact; the result is
   returned as float32 (float64 maps give float64, e.g. for gradient checks).
-- With autograd (conv fine-tuning through the pyramid), the table is built out of place and
-  each bin's gradient flows to the cell that holds its max.
+- With autograd (conv fine-tuning through the pyramid), windows are pooled one by one with
+  ``adaptive_max_pool2d`` (the same bins), and each bin's gradient flows to the cell that
+  holds its max.
 
 Output layout: level by level (in the order given), each level's n x n bins in row-major
 order, each bin's C channels contiguous: column ``offset_n + (i * n + j) * C + c`` holds
@@ -34,6 +35,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 DEFAULT_LEVELS: tuple[int, ...] = (1, 2, 3, 6)
 # Pool only the distinct windows when they are at most this share of all windows.
@@ -170,6 +172,8 @@ class SpatialPyramidPooling(nn.Module):
         c = maps[0].shape[0]
         if k == 0:
             return torch.zeros((0, self.output_dim(c)), device=maps[0].device)
+        if torch.is_grad_enabled() and any(f.requires_grad for f in maps):
+            return self._pool_differentiable(maps, rois)
         # Distinct windows by a 1-D key (a 1-D sort is much faster than unique(dim=0)).
         radix = rois.amax(0) + 1
         key = rois[:, 0]
@@ -216,6 +220,19 @@ class SpatialPyramidPooling(nn.Module):
         for n, start in zip(self.levels, offsets[:-1]):
             out[:, start:start + c * n * n] = pooled[n].reshape(k, -1)
         return out
+
+    def _pool_differentiable(self, maps: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """The same bins window by window with ``adaptive_max_pool2d`` (whose bin i of n over
+        a cells is exactly [floor(i a / n), ceil((i + 1) a / n))): for the few hundred windows
+        of a training step, its backward (each bin's gradient to its max cell) is several
+        times cheaper than back-propagating through the sparse table."""
+        rows = []
+        for i, x0, y0, x1, y1 in rois.tolist():
+            region = maps[i][:, y0:y1 + 1, x0:x1 + 1]
+            rows.append(torch.cat([F.adaptive_max_pool2d(region, n).permute(1, 2, 0).reshape(-1)
+                                   for n in self.levels]))
+        out = torch.stack(rows)
+        return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
     @staticmethod
     def _query(rows: torch.Tensor, geo: torch.Tensor, y_edges: tuple[torch.Tensor, torch.Tensor],
