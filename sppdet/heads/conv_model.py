@@ -22,8 +22,9 @@ from sppdet.heads.sources import DatasetImages, open_caches
 
 CHECKPOINT = "conv_finetune.ckpt.npz"
 # Test-time defaults of a softmax head: class probabilities, Fast R-CNN's NMS at 0.3; a low
-# threshold keeps the ranked list long enough for AP (display thresholds come from eval).
-SOFTMAX_TEST_DEFAULTS = {**TEST_DEFAULTS, "score_threshold": 0.001}
+# threshold keeps the ranked list long enough for AP; detections are shown above probability
+# 0.5 until `eval --save-display-thresholds` stores per-class ones (sppdet.display).
+SOFTMAX_TEST_DEFAULTS = {**TEST_DEFAULTS, "score_threshold": 0.001, "display_threshold": 0.5}
 
 
 def train_conv_model(dataset: VOCDataset, features_dir: str | Path, proposals_dir: str | Path,
