@@ -20,11 +20,13 @@ import torch
 from torchvision.ops import batched_nms
 
 from sppdet.boxes import clip_boxes
+from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
 from sppdet.detections import Detections
 from sppdet.device import resolve_device
 from sppdet.errors import ModelFormatError, SppdetError
 from sppdet.features.backbones import get_backbone
 from sppdet.features.extractor import FeatureExtractor, FeatureMaps
+from sppdet.features.spp import DEFAULT_LEVELS
 from sppdet.heads.model_dir import DetectorModel, load_model
 
 if TYPE_CHECKING:
@@ -41,9 +43,9 @@ class DetectionParams:
     class (the display thresholds `sppdet eval --save-display-thresholds` chooses).
     """
 
-    score_threshold: float = -1.5
-    nms_iou: float = 0.3
-    max_per_image: int = 100
+    score_threshold: float = SCORE_THRESHOLD
+    nms_iou: float = NMS_IOU
+    max_per_image: int = MAX_PER_IMAGE
     class_thresholds: tuple[float, ...] | None = None
 
     def thresholds(self, num_classes: int) -> np.ndarray:
@@ -65,7 +67,7 @@ class DetectionParams:
 def feature_key(config: dict[str, Any]) -> tuple:
     """What a model's features depend on; models with equal keys share one conv pass."""
     return (config["backbone"], config["weights"], tuple(config["scales"]),
-            int(config["max_size"]), tuple(config.get("levels", (1, 2, 3, 6))))
+            int(config["max_size"]), tuple(config.get("levels", DEFAULT_LEVELS)))
 
 
 def build_extractor(config: dict[str, Any], device: torch.device) -> FeatureExtractor:
@@ -82,7 +84,7 @@ def build_extractor(config: dict[str, Any], device: torch.device) -> FeatureExtr
         raise SppdetError(f"backbone weights {backbone.weights!r} differ from the model's "
                           f"{config['weights']!r}")
     return FeatureExtractor(backbone, config["scales"], config["max_size"], device,
-                            config.get("levels", (1, 2, 3, 6)))
+                            config.get("levels", DEFAULT_LEVELS))
 
 
 def nms_per_class(boxes: np.ndarray, scores: np.ndarray, params: DetectionParams,
@@ -145,9 +147,11 @@ class Detector:
                 scored windows), or None for the model shipped in the package.
             device: "cpu", "cuda", "cuda:N" (default: cuda when available, else cpu).
             score_threshold: keep detections scoring above this in every class (default: the
-                model's per-class display thresholds; -1.5 keeps what evaluation keeps).
-            nms_iou: IoU of per-class NMS (default: the model's, 0.3).
-            max_per_image: at most this many detections per image (default: the model's, 100).
+                model's per-class display thresholds; ``sppdet.defaults.SCORE_THRESHOLD``
+                keeps what evaluation keeps).
+            nms_iou: IoU of per-class NMS (default: the model's, ``defaults.NMS_IOU``).
+            max_per_image: at most this many detections per image (default: the model's,
+                ``defaults.MAX_PER_IMAGE``).
             proposals: proposal method (ss-fast, ss-quality, edgeboxes; default: the model's).
 
         Returns:

@@ -1,24 +1,23 @@
 """Which detections to show a user: the score-threshold policy of `sppdet detect` and
 ``sppdet.Detector.load``.
 
-Evaluation keeps every window scoring above the model's ``score_threshold`` (-1.5, the
-official SPP-net code's), which is right for ranking but shows far too much. For display, a
-class's detections are kept above its F1-optimal threshold chosen on a validation split
-(`sppdet eval --save-display-thresholds`, stored in the model's config.json), else above the
-model's ``display_threshold``, else above ``DEFAULT_DISPLAY_THRESHOLD``.
+Evaluation keeps every window scoring above the model's ``score_threshold``
+(``defaults.SCORE_THRESHOLD``, the official SPP-net code's), which is right for ranking but
+shows far too much. For display, a class's detections are kept above its F1-optimal
+threshold chosen on a validation split (`sppdet eval --save-display-thresholds`, stored in
+the model's config.json), else above the model's ``display_threshold``, else above
+``defaults.DISPLAY_THRESHOLD``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
+from sppdet.defaults import DISPLAY_THRESHOLD as DEFAULT_DISPLAY_THRESHOLD
+
 if TYPE_CHECKING:
     from sppdet.detector import DetectionParams
     from sppdet.heads.model_dir import DetectorModel
-
-# SVM score above which a window is shown when neither an explicit threshold nor the
-# model's display thresholds say otherwise.
-DEFAULT_DISPLAY_THRESHOLD = -0.5
 
 
 def display_thresholds(test: dict[str, Any], classes: Sequence[str],

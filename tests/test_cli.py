@@ -50,3 +50,52 @@ def test_data_stats_json_and_clear_errors(make_voc, tmp_path):
     missing = run_cli("data-stats", "--voc", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_option_defaults_come_from_the_parameter_dataclasses():
+    """Each default is written once: the commands' options show the dataclasses' values."""
+    from proposals import CommonOptions
+    from sppdet.cli.finetune import finetune
+    from sppdet.cli.proposals import proposals_cmd
+    from sppdet.cli.train_svm import train_svm
+    from sppdet.heads.finetune import FinetuneParams
+    from sppdet.heads.train import TrainParams
+
+    def defaults(command):
+        return {p.name: p.default for p in command.params}
+
+    t, opts = TrainParams(), defaults(train_svm)
+    assert (opts["svm_c"], opts["pos_weight"], opts["bias_mult"], opts["svm_tol"], opts["svm_max_iter"]) == \
+        (t.svm.C, t.svm.pos_weight, t.svm.bias_mult, t.svm.tol, t.svm.max_iter)
+    assert (opts["neg_iou"], opts["hard_thresh"], opts["evict_thresh"], opts["retrain_every"],
+            opts["max_negatives"], opts["collapse_share"], opts["max_c_boosts"], opts["gt_negatives"]) == \
+        (t.mining.neg_iou, t.mining.hard_thresh, t.mining.evict_thresh, t.mining.retrain_every,
+         t.mining.max_negatives, t.mining.collapse_share, t.mining.max_c_boosts, t.mining.gt_negatives)
+    assert (opts["bbox_lambda"], opts["bbox_min_iou"], opts["bbox_max_per_class"], opts["bbox_reg"]) == \
+        (t.bbox.lam, t.bbox.min_iou, t.bbox.max_per_class, True)
+    assert (opts["use_difficult"], opts["max_positives"], opts["target_norm"], opts["norm_images"],
+            opts["norm_windows"], opts["seed"]) == \
+        (t.use_difficult, t.max_positives or 0, t.target_norm, t.norm_images, t.norm_windows, t.seed)
+    f, opts = FinetuneParams(), defaults(finetune)
+    for name, value in f.as_dict().items():
+        if name not in ("iterations", "lr_step"):  # None: they depend on --conv-top
+            assert opts[name] == value, name
+    c, opts = CommonOptions(), defaults(proposals_cmd)
+    assert (opts["max_boxes"], opts["min_side"], opts["dedupe"], opts["max_side"]) == \
+        (c.max_boxes, c.min_side, c.dedupe, c.max_side)
+
+
+def test_default_of_reads_plain_and_factory_defaults():
+    from dataclasses import dataclass, field
+
+    from sppdet.cli.options import default_of
+
+    @dataclass
+    class P:
+        a: int = 3
+        b: list = field(default_factory=lambda: [1, 2])
+        c: int = field(default=0)
+
+    assert (default_of(P, "a"), default_of(P, "b"), default_of(P, "c")) == (3, [1, 2], 0)
+    with pytest.raises(AttributeError, match="no field 'z'"):
+        default_of(P, "z")

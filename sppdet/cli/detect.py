@@ -8,6 +8,7 @@ import click
 
 from sppdet.cli.options import device_option
 from sppdet.data.voc import IMAGE_SUFFIXES, read_image
+from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU
 from sppdet.errors import DataError, SppdetError
 from sppdet.fileio import save_json
 
@@ -40,9 +41,10 @@ def collect_images(inputs: tuple[Path, ...]) -> list[Path]:
                    "the model's per-class display thresholds, F1-optimal on its validation "
                    "split).")
 @click.option("--nms", "nms_iou", type=click.FloatRange(0, 1), default=None,
-              help="IoU of per-class non-maximum suppression (default: the model's, 0.3).")
+              help=f"IoU of per-class non-maximum suppression (default: the model's, {NMS_IOU}).")
 @click.option("--max-per-image", type=click.IntRange(min=1), default=None,
-              help="Keep at most this many detections per image (default 100).")
+              help=f"Keep at most this many detections per image (default: the model's, "
+                   f"{MAX_PER_IMAGE}).")
 @click.option("--proposals", "proposal_method", default=None,
               help="Proposal method (ss-fast, ss-quality, edgeboxes; default: the model's).")
 @device_option

@@ -49,8 +49,8 @@ def parse_scales(values: tuple[str, ...]) -> tuple[int, ...]:
               help="torchvision weights name (e.g. IMAGENET1K_V1), 'random', or a .pth file "
                    "(default: the backbone's ImageNet weights; random for zf5).")
 @click.option("--scales", "scales", multiple=True,
-              help="Shorter-side sizes, e.g. '688' (single scale) or '480,576,688,864,1200' "
-                   "(the default).")
+              help="Shorter-side sizes, e.g. '688' (single scale) or "
+                   f"'{','.join(map(str, DEFAULT_SCALES))}' (the default).")
 @click.option("--max-size", type=click.IntRange(min=32), default=DEFAULT_MAX_SIZE, show_default=True,
               help="Cap on the longer side of a resized image.")
 @device_option

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
-from sppdet.cli.options import cache_options, dataset_options, device_option
+from sppdet.cli.options import cache_options, dataset_options, default_of, device_option
 from sppdet.data import VOCDataset
+from sppdet.heads.conv_finetune import ConvFinetuneParams as CF
+from sppdet.heads.finetune import CHECKPOINT_EVERY, FinetuneParams as F
+from sppdet.heads.scaling import NORM_IMAGES, NORM_WINDOWS, TARGET_NORM
 
 CHECKPOINT = "finetune.ckpt.npz"
 
@@ -26,43 +29,48 @@ CHECKPOINT = "finetune.ckpt.npz"
 @click.option("--freeze-top", is_flag=True,
               help="With --conv-top: keep those conv layers at their ImageNet weights (the deeper "
                    "layer's features without conv fine-tuning).")
-@click.option("--top-lr-mult", default=0.1, show_default=True,
+@click.option("--top-lr-mult", default=default_of(CF, "top_lr_mult"), show_default=True,
               help="With --conv-top: the conv layers' learning rate is --lr times this.")
-@click.option("--images-per-batch", default=2, show_default=True,
+@click.option("--images-per-batch", default=default_of(CF, "images_per_batch"), show_default=True,
               help="With --conv-top: images per mini-batch (Fast R-CNN: 2).")
-@click.option("--rois-per-image", default=64, show_default=True,
+@click.option("--rois-per-image", default=default_of(CF, "rois_per_image"), show_default=True,
               help="With --conv-top: windows per image in a mini-batch (Fast R-CNN: 64).")
 @click.option("--train-scales", type=int, multiple=True,
               help="With --conv-top: train on these cached scales only (default: all).")
-@click.option("--hidden", default=1024, show_default=True, help="Width of fc6 and fc7 (paper: 4096).")
-@click.option("--dropout", default=0.5, show_default=True)
+@click.option("--hidden", default=default_of(F, "hidden"), show_default=True,
+              help="Width of fc6 and fc7 (paper: 4096).")
+@click.option("--dropout", default=default_of(F, "dropout"), show_default=True)
 @click.option("--iterations", type=int, default=None,
-              help="Mini-batches in total (default 4000; 5000 with --conv-top).")
-@click.option("--lr", default=0.01, show_default=True, help="Initial learning rate (SGD).")
+              help=f"Mini-batches in total (default {default_of(F, 'iterations')}; "
+                   f"{default_of(CF, 'iterations')} with --conv-top).")
+@click.option("--lr", default=default_of(F, "lr"), show_default=True,
+              help="Initial learning rate (SGD).")
 @click.option("--lr-step", type=int, default=None,
               help="Iteration where the rate drops 10x (default: 3/4 of --iterations).")
-@click.option("--momentum", default=0.9, show_default=True)
-@click.option("--weight-decay", default=5e-4, show_default=True)
-@click.option("--standardise/--no-standardise", default=True, show_default=True,
+@click.option("--momentum", default=default_of(F, "momentum"), show_default=True)
+@click.option("--weight-decay", default=default_of(F, "weight_decay"), show_default=True)
+@click.option("--standardise/--no-standardise", default=default_of(F, "standardise"), show_default=True,
               help="Train on per-dimension standardised inputs (folded into fc6 afterwards).")
-@click.option("--init-std", type=float, default=None,
+@click.option("--init-std", type=float, default=default_of(F, "init_std"),
               help="Gaussian init of the new layers with this std (default: PyTorch's init).")
-@click.option("--batch-size", default=128, show_default=True)
-@click.option("--fg-fraction", default=0.25, show_default=True, help="Foreground share of a mini-batch.")
-@click.option("--fg-iou", default=0.5, show_default=True, help="Foreground: IoU >= this with a box.")
-@click.option("--bg-iou-low", default=0.1, show_default=True,
+@click.option("--batch-size", default=default_of(F, "batch_size"), show_default=True)
+@click.option("--fg-fraction", default=default_of(F, "fg_fraction"), show_default=True,
+              help="Foreground share of a mini-batch.")
+@click.option("--fg-iou", default=default_of(F, "fg_iou"), show_default=True,
+              help="Foreground: IoU >= this with a box.")
+@click.option("--bg-iou-low", default=default_of(F, "bg_iou_low"), show_default=True,
               help="Background: IoU in [this, --fg-iou).")
-@click.option("--fg-per-image", default=16, show_default=True,
+@click.option("--fg-per-image", default=default_of(F, "fg_per_image"), show_default=True,
               help="Foreground windows pooled per image into the training pool.")
-@click.option("--bg-per-image", default=48, show_default=True,
+@click.option("--bg-per-image", default=default_of(F, "bg_per_image"), show_default=True,
               help="Background windows pooled per image into the training pool.")
-@click.option("--target-norm", default=20.0, show_default=True,
+@click.option("--target-norm", default=TARGET_NORM, show_default=True,
               help="Pooled features are scaled to this mean L2 norm.")
-@click.option("--norm-images", default=200, show_default=True)
-@click.option("--norm-windows", default=200, show_default=True)
-@click.option("--checkpoint-every", default=500, show_default=True,
+@click.option("--norm-images", default=NORM_IMAGES, show_default=True)
+@click.option("--norm-windows", default=NORM_WINDOWS, show_default=True)
+@click.option("--checkpoint-every", default=CHECKPOINT_EVERY, show_default=True,
               help="Save a resumable checkpoint every N iterations.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=default_of(F, "seed"), show_default=True)
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_dir: Path,
@@ -102,8 +110,8 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
         return
     if freeze_top or train_scales:
         raise click.UsageError("--freeze-top and --train-scales apply with --conv-top")
-    iterations = iterations or 4000
-    lr_step = lr_step or 3000
+    iterations = iterations or default_of(F, "iterations")
+    lr_step = lr_step or default_of(F, "lr_step")
     params = FinetuneParams(hidden=hidden, dropout=dropout, fg_iou=fg_iou, bg_iou_low=bg_iou_low,
                             fg_fraction=fg_fraction, batch_size=batch_size, fg_per_image=fg_per_image,
                             bg_per_image=bg_per_image, iterations=iterations, lr=lr, lr_step=lr_step,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from proposals import available_methods
-from sppdet.cli.options import dataset_options
+from proposals import CommonOptions as C, available_methods
+from sppdet.cli.options import dataset_options, default_of
 from sppdet.data import VOCDataset
 from sppdet.errors import ConfigMismatchError, DataError, SppdetError
 
@@ -22,13 +22,17 @@ MAX_LISTED_FAILURES = 20
               help="Cache directory: meta.json plus one <image_id>.npz per image.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: the number of CPU cores).")
-@click.option("--max-boxes", type=click.IntRange(min=1), default=2000, show_default=True,
+@click.option("--max-boxes", type=click.IntRange(min=1), default=default_of(C, "max_boxes"),
+              show_default=True,
               help="Keep at most N boxes per image, best first.")
-@click.option("--min-side", type=click.FloatRange(min=0), default=16.0, show_default=True,
+@click.option("--min-side", type=click.FloatRange(min=0), default=default_of(C, "min_side"),
+              show_default=True,
               help="Drop boxes narrower or shorter than this (original pixels).")
-@click.option("--dedupe/--no-dedupe", default=True, show_default=True,
+@click.option("--dedupe/--no-dedupe", default=default_of(C, "dedupe"),
+              show_default=True,
               help="Drop boxes equal to an earlier one after rounding to whole pixels.")
-@click.option("--max-side", type=click.IntRange(min=0), default=1000, show_default=True,
+@click.option("--max-side", type=click.IntRange(min=0), default=default_of(C, "max_side"),
+              show_default=True,
               help="Down-scale images whose longer side exceeds this before proposing "
                    "(boxes are scaled back); 0 never down-scales.")
 @click.option("--edge-model", type=click.Path(path_type=Path), default=None,

@@ -12,7 +12,7 @@ from sppdet.data import VOCDataset
 from sppdet.heads.bbox_regression import BoxRegParams
 from sppdet.heads.mining import MiningParams
 from sppdet.heads.svm import SVMParams
-from sppdet.heads.train import TrainParams
+from sppdet.heads.train import CHECKPOINT_EVERY, TrainParams
 
 S, M, B, T = SVMParams, MiningParams, BoxRegParams, TrainParams
 
@@ -70,7 +70,7 @@ S, M, B, T = SVMParams, MiningParams, BoxRegParams, TrainParams
               help="Box regression windows: IoU with a ground-truth box at least this.")
 @click.option("--bbox-max-per-class", default=default_of(B, "max_per_class") or 0, show_default=True,
               help="Seeded sample of at most N box regression windows per class (0: all).")
-@click.option("--checkpoint-every", default=200, show_default=True,
+@click.option("--checkpoint-every", default=CHECKPOINT_EVERY, show_default=True,
               help="Save a resumable checkpoint every N images of the mining pass.")
 @click.option("--seed", default=default_of(T, "seed"), show_default=True)
 @device_option

@@ -34,6 +34,10 @@ from sppdet.heads.safe_checkpoint import (load_training_checkpoint, refuse_pickl
 from sppdet.heads.sources import FeatureSource, TrainingImage, best_gt
 
 
+# Iterations between two resumable checkpoints of ``train_fc``.
+CHECKPOINT_EVERY = 500
+
+
 @dataclass(frozen=True)
 class FinetuneParams:
     """Fine-tuning settings. Sizes and schedule are CPU-friendly defaults (the paper used
@@ -168,7 +172,7 @@ def _lr_at(params: FinetuneParams, iteration: int) -> float:
 
 def train_fc(pool: WindowPool, num_classes: int, params: FinetuneParams = FinetuneParams(), *,
              device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
-             checkpoint_every: int = 500, stop_after: int | None = None,
+             checkpoint_every: int = CHECKPOINT_EVERY, stop_after: int | None = None,
              progress: bool = True) -> tuple[FcHead, dict]:
     """Train an ``FcHead`` on the pool; resumes from ``checkpoint`` (an .npz written by
     ``safe_checkpoint``, never a pickle) when it exists.

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
 from sppdet.errors import ConfigMismatchError, ModelFormatError
 from sppdet.fileio import atomic_path, save_json, save_npz
 from sppdet.features.conv_top import TOP_FILE, ConvTop, ConvTopConfig, load_conv_top
@@ -58,8 +59,8 @@ HEADS = ("pool", "fc7", "softmax")
 FEATURE_KEYS = ("backbone", "weights", "layer", "channels", "stride", "offset", "scales", "max_size",
                 "levels")
 
-# Test-time defaults of the official SPP-net code.
-TEST_DEFAULTS = {"nms_iou": 0.3, "score_threshold": -1.5, "max_per_image": 100}
+# Test-time defaults of the official SPP-net code (recorded in every model's config.json).
+TEST_DEFAULTS = {"nms_iou": NMS_IOU, "score_threshold": SCORE_THRESHOLD, "max_per_image": MAX_PER_IMAGE}
 
 
 @dataclass

@@ -15,6 +15,8 @@ from sppdet.errors import DataError
 from sppdet.heads.sources import FeatureSource, TrainingImage
 
 TARGET_NORM = 20.0
+NORM_IMAGES = 200  # images sampled to estimate the mean norm
+NORM_WINDOWS = 200  # windows sampled per image
 
 
 def sample_windows(images: Sequence[TrainingImage], num_images: int, windows_per_image: int,
@@ -36,8 +38,8 @@ def sample_windows(images: Sequence[TrainingImage], num_images: int, windows_per
 
 def estimate_scale(images: Sequence[TrainingImage], source: FeatureSource, *,
                    transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                   target_norm: float = TARGET_NORM, num_images: int = 200,
-                   windows_per_image: int = 200, seed: int = 0) -> tuple[float, float]:
+                   target_norm: float = TARGET_NORM, num_images: int = NORM_IMAGES,
+                   windows_per_image: int = NORM_WINDOWS, seed: int = 0) -> tuple[float, float]:
     """Return (scale, mean_norm) with scale = target_norm / mean L2 norm of sampled features.
 
     ``transform`` maps pooled features to the features being scaled (e.g. fc7 outputs).

@@ -31,9 +31,13 @@ from sppdet.heads.fc_head import FcHead
 from sppdet.heads.mining import HardNegativeMiner, MiningParams
 from sppdet.heads.model_dir import FEATURE_KEYS, TEST_DEFAULTS, DetectorModel
 from sppdet.heads.reservoir import Reservoir
-from sppdet.heads.scaling import TARGET_NORM, estimate_scale
+from sppdet.heads.scaling import NORM_IMAGES, NORM_WINDOWS, TARGET_NORM, estimate_scale
 from sppdet.heads.sources import FeatureSource, TrainingImage, best_gt, class_overlaps
 from sppdet.heads.svm import SVMParams
+
+
+# Images of the mining pass between two resumable checkpoints.
+CHECKPOINT_EVERY = 200
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,8 @@ class TrainParams:
     use_difficult: bool = True
     max_positives: int | None = None  # per class; None keeps all
     target_norm: float = TARGET_NORM
-    norm_images: int = 200
-    norm_windows: int = 200
+    norm_images: int = NORM_IMAGES
+    norm_windows: int = NORM_WINDOWS
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -193,7 +197,7 @@ class BoxSampler:
 def train_heads(images: Sequence[TrainingImage], source: FeatureSource, classes: Sequence[str],
                 params: TrainParams = TrainParams(), *, fc: FcHead | None = None,
                 feature_scale: float | None = None, progress: bool = True,
-                checkpoint_dir: str | Path | None = None, checkpoint_every: int = 200,
+                checkpoint_dir: str | Path | None = None, checkpoint_every: int = CHECKPOINT_EVERY,
                 fingerprint_extra: dict[str, Any] | None = None) -> TrainedHeads:
     """Train SVMs (with hard-negative mining) and box regressors on ``images``.
 

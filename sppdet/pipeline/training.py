@@ -21,7 +21,8 @@ def _quiet(message: str) -> None:
 def train_svm(dataset: Any, features_dir: str | os.PathLike, proposals_dir: str | os.PathLike,
               out_dir: str | os.PathLike, *, head: str = "pool",
               finetuned_dir: str | os.PathLike | None = None, params: Any = None,
-              device: str | None = None, progress: bool = True, checkpoint_every: int = 200,
+              device: str | None = None, progress: bool = True,
+              checkpoint_every: int | None = None,
               log: Log = _quiet) -> Any:
     """Train one linear SVM per class (hard-negative mining) and box regressors from cached
     conv features, and write the model directory ``out_dir``.
@@ -38,8 +39,9 @@ def train_svm(dataset: Any, features_dir: str | os.PathLike, proposals_dir: str 
         params: :class:`sppdet.heads.train.TrainParams` (default: its defaults).
         device: torch device for the fc layers (default: cuda when available).
         progress: show progress bars.
-        checkpoint_every: save a resumable checkpoint every N images of the mining pass; an
-            interrupted run resumes when called again with the same arguments.
+        checkpoint_every: save a resumable checkpoint every N images of the mining pass
+            (default: ``heads.train.CHECKPOINT_EVERY``); an interrupted run resumes when
+            called again with the same arguments.
         log: called with one-line status messages (e.g. ``print``; default: silent).
 
     Returns:
@@ -53,10 +55,11 @@ def train_svm(dataset: Any, features_dir: str | os.PathLike, proposals_dir: str 
     from sppdet.device import resolve_device
     from sppdet.heads.model_dir import FC_FILE, copy_fc, load_fc, load_finetune_info, save_model
     from sppdet.heads.sources import DatasetImages, open_caches
-    from sppdet.heads.train import TrainParams, train_heads
+    from sppdet.heads.train import CHECKPOINT_EVERY, TrainParams, train_heads
 
     out_dir = Path(out_dir)
     params = params if params is not None else TrainParams()
+    checkpoint_every = checkpoint_every if checkpoint_every is not None else CHECKPOINT_EVERY
     if head not in ("pool", "fc7"):
         raise ArgumentError(f"head must be 'pool' or 'fc7', got {head!r}")
     if head != "fc7" and finetuned_dir is not None:

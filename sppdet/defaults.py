@@ -1,0 +1,20 @@
+"""Test-time defaults shared by the detector, the model directory and the commands.
+
+Each number is written here once; the modules that use it import it. Defaults that belong
+to one stage live with that stage's parameter dataclass (``SVMParams``, ``MiningParams``,
+``BoxRegParams``, ``TrainParams``, ``FinetuneParams``, ``proposals.CommonOptions``) or its
+module (``features.pyramid.DEFAULT_SCALES`` / ``DEFAULT_MAX_SIZE``,
+``features.spp.DEFAULT_LEVELS``), and the commands read them from there.
+"""
+
+from __future__ import annotations
+
+# The official SPP-net code's test settings: every window scoring above SCORE_THRESHOLD
+# enters per-class NMS at NMS_IOU; the best MAX_PER_IMAGE detections of an image are kept.
+SCORE_THRESHOLD = -1.5
+NMS_IOU = 0.3
+MAX_PER_IMAGE = 100
+
+# SVM score above which a detection is shown (`sppdet detect`, ``Detector.load``) when
+# neither an explicit threshold nor the model's display thresholds say otherwise.
+DISPLAY_THRESHOLD = -0.5
