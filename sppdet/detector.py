@@ -25,6 +25,7 @@ from sppdet.detections import Detections
 from sppdet.device import resolve_device
 from sppdet.errors import ModelFormatError, SppdetError
 from sppdet.features.backbones import get_backbone
+from sppdet.features.config import FeatureConfig, check_same
 from sppdet.features.extractor import FeatureExtractor, FeatureMaps
 from sppdet.features.spp import DEFAULT_LEVELS
 from sppdet.heads.model_dir import DetectorModel, load_model
@@ -64,10 +65,9 @@ class DetectionParams:
         return cls(**values)
 
 
-def feature_key(config: dict[str, Any]) -> tuple:
+def feature_key(config: dict[str, Any]) -> FeatureConfig:
     """What a model's features depend on; models with equal keys share one conv pass."""
-    return (config["backbone"], config["weights"], tuple(config["scales"]),
-            int(config["max_size"]), tuple(config.get("levels", DEFAULT_LEVELS)))
+    return FeatureConfig.from_dict(config, "model config")
 
 
 def build_extractor(config: dict[str, Any], device: torch.device) -> FeatureExtractor:
@@ -122,7 +122,7 @@ class Detector:
         self.bbox_reg = bbox_reg  # False: windows keep their proposal boxes
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.params = params or DetectionParams.from_model(models[0])
-        self.extractors: dict[tuple, FeatureExtractor] = {}
+        self.extractors: dict[FeatureConfig, FeatureExtractor] = {}
         for m in self.models:
             key = feature_key(m.config)
             if key not in self.extractors:
@@ -194,7 +194,7 @@ class Detector:
         dets = self.detect(bgr, image_id=Path(source).stem if source else "")
         return DetectionResult.from_detections(dets, self.classes, bgr.shape[:2], source)
 
-    def conv_maps(self, image_bgr: np.ndarray) -> dict[tuple, FeatureMaps]:
+    def conv_maps(self, image_bgr: np.ndarray) -> dict[FeatureConfig, FeatureMaps]:
         return {key: ex.conv_maps(image_bgr) for key, ex in self.extractors.items()}
 
     def detect(self, image_bgr: np.ndarray, image_id: str = "", proposals: np.ndarray | None = None,
@@ -288,10 +288,10 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
             raise SppdetError("--features works with one feature configuration; "
                               "combined models with different backbones compute their own maps")
         key = next(iter(detector.extractors))
-        # The cache must hold the maps the model was trained on (same backbone, weights, scales).
-        model_features = {k: models[0].config[k] for k in ("backbone", "weights", "scales", "max_size")
-                          if k in models[0].config}
-        feature_cache.check({**feature_cache.config, **model_features})
+        # The cache must hold the maps the model was trained on (every feature setting).
+        cache_features = FeatureConfig.from_dict({**feature_cache.config, "levels": feature_cache.levels},
+                                                 str(feature_cache.dir))
+        check_same(key.to_dict(), cache_features.to_dict(), f"feature cache {features_dir}")
     for image_id in tqdm(dataset.ids, desc="detect", unit="img", disable=not progress):
         image = None
         if proposal_cache is not None and proposal_cache.has(image_id):

@@ -27,6 +27,7 @@ import torch
 
 from sppdet import __version__
 from sppdet.errors import ConfigMismatchError, DataError
+from sppdet.features.config import describe_differences, differing_keys
 from sppdet.features.extractor import FeatureMaps, pool_windows
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
 from sppdet.fileio import load_json, save_json, save_npz
@@ -101,11 +102,10 @@ class FeatureCache:
         config = json.loads(json.dumps(config))
         if config_hash(config) == self.hash:
             return
-        keys = sorted(set(config) | set(self.config))
-        diffs = [f"{k}: cache has {self.config.get(k)!r}, asked {config.get(k)!r}"
-                 for k in keys if config.get(k) != self.config.get(k)]
+        diffs = describe_differences(self.config, config, differing_keys(self.config, config),
+                                     ("cache has", "asked"))
         raise ConfigMismatchError(
-            f"feature cache {self.dir} was made with another configuration ({'; '.join(diffs)}); "
+            f"feature cache {self.dir} was made with another configuration ({diffs}); "
             f"use another output folder or delete this one")
 
     @property

@@ -38,6 +38,7 @@ import torch
 
 from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
 from sppdet.errors import ConfigMismatchError, ModelFormatError
+from sppdet.features.config import FEATURE_KEYS, check_same
 from sppdet.fileio import atomic_path, save_json, save_npz
 from sppdet.features.conv_top import TOP_FILE, ConvTop, ConvTopConfig, load_conv_top
 from sppdet.heads.bbox_regression import BoxRegressor, apply_deltas
@@ -55,9 +56,8 @@ LEGACY_FC_FILE = "fc.pt"  # format version 1
 FINETUNE_FILE = "finetune.json"
 HEADS = ("pool", "fc7", "softmax")
 
-# Feature settings copied to the top level of config.json from the feature cache manifest.
-FEATURE_KEYS = ("backbone", "weights", "layer", "channels", "stride", "offset", "scales", "max_size",
-                "levels")
+# Feature settings copied to the top level of config.json from the feature cache manifest
+# (``FEATURE_KEYS``, read as a ``features.config.FeatureConfig``).
 
 # Test-time defaults of the official SPP-net code (recorded in every model's config.json).
 TEST_DEFAULTS = {"nms_iou": NMS_IOU, "score_threshold": SCORE_THRESHOLD, "max_per_image": MAX_PER_IMAGE}
@@ -363,12 +363,8 @@ def copy_fc(src_dir: str | Path, dst_dir: str | Path) -> None:
 
 
 def check_same_features(expected: dict[str, Any], found: dict[str, Any], where: str) -> None:
-    """Raise ConfigMismatchError when two feature configurations differ."""
-    keys = sorted(set(expected) | set(found))
-    diff = [k for k in keys if expected.get(k) != found.get(k)]
-    if diff:
-        details = ", ".join(f"{k}: {expected.get(k)!r} vs {found.get(k)!r}" for k in diff)
-        raise ConfigMismatchError(f"{where}: made with other features ({details})")
+    """Raise ConfigMismatchError when two feature configurations differ (any key)."""
+    check_same(expected, found, where)
 
 
 def save_finetuned(path: str | Path, fc: FcHead, info: dict[str, Any]) -> None:
