@@ -8,7 +8,8 @@ Imports OpenCV and numpy only (never torch, never sppdet)::
     ProposalCache(DIR).load(image_id)  # boxes of one image from a cache directory
 """
 
-from proposals.base import CommonOptions, ProposalMethod, available_methods, create_method, register
+from proposals.base import (CommonOptions, ProposalMethod, available_methods, create_method,
+                            create_method_from_params, method_options, register)
 from proposals.cache import ProposalCache
 from proposals.errors import (CacheMismatchError, CacheMissingError, ImageReadError, ProposalError,
                              WorkerDiedError)
@@ -28,6 +29,8 @@ __all__ = [
     "RunSummary",
     "available_methods",
     "create_method",
+    "create_method_from_params",
+    "method_options",
     "register",
     "run_proposals",
     "WorkerDiedError",

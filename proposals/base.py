@@ -10,7 +10,7 @@ Adding a method is one small subclass decorated with ``@register``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, TypeVar
 
 import numpy as np
@@ -24,6 +24,8 @@ __all__ = [
     "Proposals",
     "available_methods",
     "create_method",
+    "create_method_from_params",
+    "method_options",
     "register",
 ]
 
@@ -135,6 +137,27 @@ def create_method(name: str, common: CommonOptions | None = None, **options: Any
     if name not in _REGISTRY:
         raise ProposalError(f"unknown proposal method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](common=common, **options)
+
+
+def method_options(name: str) -> set[str]:
+    """The names of the options of method ``name`` besides ``common`` (its factory's
+    keyword arguments)."""
+    import inspect
+
+    _load_builtin_methods()
+    if name not in _REGISTRY:
+        raise ProposalError(f"unknown proposal method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
+    return set(inspect.signature(_REGISTRY[name]).parameters) - {"common"}
+
+
+def create_method_from_params(name: str, params: dict[str, Any]) -> ProposalMethod:
+    """Rebuild method ``name`` from the parameters a cache recorded (``ProposalCache.params``,
+    ``method.params``): the common options and the method's own options among them; other
+    recorded entries (descriptions such as ``order``) are ignored."""
+    common_keys = {f.name for f in fields(CommonOptions)}
+    common = CommonOptions(**{k: v for k, v in params.items() if k in common_keys})
+    accepted = method_options(name)
+    return create_method(name, common, **{k: v for k, v in params.items() if k in accepted})
 
 
 def _load_builtin_methods() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from proposals._io import TMP_SUFFIX, save_json, save_npz
+from proposals.atomic import TMP_SUFFIX, save_json, save_npz
 from proposals.errors import CacheMismatchError, CacheMissingError, ProposalError
 from proposals.postprocess import Proposals
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from proposals.base import CommonOptions, ProposalMethod, register
 from proposals.edges import edge_detector
+from proposals.threads import opencv_threads
 
 
 def edgeboxes_rects_to_xyxy(rects: np.ndarray) -> np.ndarray:
@@ -59,16 +60,12 @@ class EdgeBoxes(ProposalMethod):
         }
 
     def _propose(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        try:
+        with opencv_threads(1):
             edges, orientation = self.edges(image_bgr)
             eb = cv2.ximgproc.createEdgeBoxes(alpha=self.alpha, beta=self.beta, minScore=self.min_score)
             # Ask for spare boxes: clipping, the minimum side and dedupe remove some.
             eb.setMaxBoxes(int(self.common.max_boxes * 2))
             rects, scores = eb.getBoundingBoxes(edges, orientation)
-        finally:
-            cv2.setNumThreads(threads)
         rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4)
         # OpenCV returns ((), None) when it finds no box.
         scores = np.asarray(scores if len(rects) else [], dtype=np.float64).reshape(-1)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from proposals.boxes import clip_boxes, xywh_to_xyxy  # noqa: F401  (xywh_to_xyxy re-exported)
+
 
 @dataclass(frozen=True)
 class Proposals:
@@ -22,15 +24,6 @@ class Proposals:
 
     def __len__(self) -> int:
         return len(self.boxes)
-
-
-def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
-    """OpenCV rectangles (x, y, w, h), (x, y) the top-left pixel -> internal (x1, y1, x2, y2).
-
-    A rectangle covering pixels x .. x + w - 1 spans [x, x + w) in continuous coordinates.
-    """
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
 
 
 def downscale_image(image: np.ndarray, max_side: int) -> tuple[np.ndarray, tuple[float, float]]:
@@ -52,12 +45,6 @@ def scale_boxes(boxes: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
     """Multiply x coordinates by scale[0] and y coordinates by scale[1]."""
     sx, sy = scale
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
-
-
-def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Clip boxes to the image [0, width] x [0, height]."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.clip(b, 0.0, np.array([width, height, width, height], dtype=np.float64))
 
 
 def min_side_mask(boxes: np.ndarray, min_side: float) -> np.ndarray:

@@ -30,6 +30,7 @@ from proposals._io import read_image
 from proposals.base import ProposalMethod
 from proposals.cache import ProposalCache
 from proposals.errors import ProposalError, WorkerDiedError
+from proposals.threads import opencv_threads
 
 ImageItem = tuple[str, "str | os.PathLike[str]"]  # (image_id, image path)
 
@@ -130,13 +131,9 @@ def _worker_died(left: Sequence[str]) -> WorkerDiedError:
 def _outcomes(method: ProposalMethod, cache: ProposalCache, todo: Sequence[tuple[str, str]],
               workers: int) -> Iterator[Outcome]:
     if workers <= 1 or len(todo) <= 1:
-        threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        try:
+        with opencv_threads(1):
             for image_id, path in todo:
                 yield propose_one(method, cache, image_id, path)
-        finally:
-            cv2.setNumThreads(threads)
         return
     # concurrent.futures notices a worker that dies (multiprocessing.Pool would wait forever
     # for its task); a few tasks per worker are queued at a time, so stopping is quick.

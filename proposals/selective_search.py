@@ -23,7 +23,9 @@ import numpy as np
 
 from proposals.base import CommonOptions, ProposalMethod, register
 from proposals.errors import ProposalError
-from proposals.postprocess import rank_scores, xywh_to_xyxy
+from proposals.boxes import xywh_to_xyxy
+from proposals.postprocess import rank_scores
+from proposals.threads import opencv_threads
 
 MODES = ("fast", "quality")
 
@@ -85,9 +87,7 @@ class SelectiveSearch(ProposalMethod):
         }
 
     def _propose(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        try:
+        with opencv_threads(1):
             ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
             ss.setBaseImage(image_bgr)
             if self.mode == "fast":
@@ -98,8 +98,6 @@ class SelectiveSearch(ProposalMethod):
             if srand is not None:
                 srand(self.seed)
             rects = ss.process()
-        finally:
-            cv2.setNumThreads(threads)
         rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4)
         return xywh_to_xyxy(rects), rank_scores(len(rects))
 

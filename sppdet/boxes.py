@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# One copy of these two (the proposals package never imports sppdet).
+from proposals.boxes import clip_boxes, xywh_to_xyxy
+
+__all__ = ["box_area", "box_iou", "clip_boxes", "internal_to_voc", "voc_to_internal", "xywh_to_xyxy"]
+
 
 def voc_to_internal(boxes: np.ndarray) -> np.ndarray:
     """VOC 1-based inclusive (xmin, ymin, xmax, ymax) -> internal (x1, y1, x2, y2)."""
@@ -24,12 +29,6 @@ def internal_to_voc(boxes: np.ndarray) -> np.ndarray:
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
     b[:, :2] += 1.0
     return b
-
-
-def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
-    """(x, y, w, h) with (x, y) the top-left pixel -> internal (x1, y1, x2, y2)."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], axis=1)
 
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
@@ -50,10 +49,3 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         iou = np.where(union > 0, inter / union, 0.0)
     return iou
 
-
-def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Clip internal boxes to the image [0, width] x [0, height]."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
-    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
-    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
-    return b

@@ -234,21 +234,11 @@ def proposer_for(proposals_config: dict[str, Any], method: str | None = None) ->
     The model records the proposal cache's method and parameters; those that configure the
     method (common options and the method's own keyword arguments) are passed back.
     """
-    import inspect
-    from dataclasses import fields
-
-    from proposals import CommonOptions, available_methods, create_method
-    from proposals.base import _REGISTRY
+    from proposals import create_method_from_params
 
     name = method or proposals_config.get("method") or "ss-fast"
     params = dict(proposals_config.get("params", {})) if method is None else {}
-    available_methods()  # loads the built-in methods
-    common_keys = {f.name for f in fields(CommonOptions)}
-    common = CommonOptions(**{k: v for k, v in params.items() if k in common_keys})
-    factory = _REGISTRY.get(name)
-    accepted = set(inspect.signature(factory).parameters) if factory is not None else set()
-    options = {k: v for k, v in params.items() if k in accepted and k != "common"}
-    proposer = create_method(name, common, **options)
+    proposer = create_method_from_params(name, params)
     return lambda image_bgr: proposer(image_bgr).boxes
 
 
@@ -277,9 +267,9 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
     detector = Detector(models, device, params, bbox_reg=bbox_reg)
     proposal_cache = feature_cache = None
     if proposals_dir is not None:
-        from proposals.cache import ProposalCache
+        from sppdet.features.proposal_files import ProposalFiles
 
-        proposal_cache = ProposalCache(proposals_dir)
+        proposal_cache = ProposalFiles(proposals_dir)
     if features_dir is not None:
         from sppdet.features.cache import FeatureCache
 

@@ -1,52 +1,20 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename.
 
 An interrupted run never leaves a half-written file under the final name, so a resumed
-run can trust every file it finds.
+run can trust every file it finds. The helpers are ``proposals.atomic``'s (one copy; the
+proposals package never imports sppdet, so sppdet imports them from there).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
+from proposals.atomic import atomic_path, save_json, save_npz
 
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; finished files get the usual mode
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
-
-
-def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Atomically write an uncompressed .npz file."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-
-def save_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically write pretty-printed JSON."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+__all__ = ["atomic_path", "load_json", "save_json", "save_npz"]
 
 
 def load_json(path: str | os.PathLike) -> Any:

@@ -67,3 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     except SppdetError as e:
         click.secho(f"Error: {e}", fg="red", err=True)
         sys.exit(1)
+    except Exception as e:
+        # The proposals package's errors carry a message for the user too (file and reason);
+        # it is imported only by the commands that use it.
+        errors = sys.modules.get("proposals.errors")
+        if errors is None or not isinstance(e, errors.ProposalError):
+            raise
+        click.secho(f"Error: {e}", fg="red", err=True)
+        sys.exit(1)

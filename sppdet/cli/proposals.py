@@ -50,7 +50,7 @@ def proposals_cmd(dataset: VOCDataset, method: str, out_dir: Path, workers: int 
     status is 1 if any image failed (rerun the same command to retry only those).
     """
     from proposals import CacheMismatchError, CommonOptions, ProposalError, create_method, run_proposals
-    from proposals._io import save_json
+    from sppdet.fileio import save_json
 
     if edge_model is not None and method != "edgeboxes":
         raise click.UsageError("--edge-model applies to --method edgeboxes only")

@@ -132,32 +132,21 @@ class OpenCaches:
     proposals_meta: dict
 
 
-class _ProposalFiles:
-    """``ProposalSource`` over a proposal cache folder (``sppdet.features.proposal_files``)."""
-
-    def __init__(self, directory: str | Path) -> None:
-        self.dir = Path(directory)
-
-    def load(self, image_id: str) -> np.ndarray:
-        from sppdet.features.proposal_files import load_proposals
-
-        return load_proposals(self.dir, image_id)
-
-
 def open_caches(features_dir: str | Path, proposals_dir: str | Path) -> OpenCaches:
     """Open the conv-feature cache and the proposal cache; check that the feature cache was
     built for this proposal method. ``features_manifest`` is the feature cache's config
     plus its SPP levels and config hash (what a model records and checks)."""
     from sppdet.features.cache import FeatureCache  # torch-heavy: imported when used
-    from sppdet.features.proposal_files import read_proposal_meta
+    from sppdet.features.proposal_files import ProposalFiles
 
     features = FeatureCache(features_dir)
     manifest = {**features.config, "levels": list(features.levels), "hash": features.hash}
-    meta = read_proposal_meta(proposals_dir)
+    proposals = ProposalFiles(proposals_dir)
+    meta = proposals.meta
     recorded = manifest.get("proposals")
     recorded_method = recorded.get("method") if isinstance(recorded, dict) else None
     if recorded_method is not None and meta.get("method") != recorded_method:
         raise ConfigMismatchError(
             f"{proposals_dir}: proposals made by {meta.get('method')!r}, but the feature cache "
             f"{features_dir} was built for {recorded_method!r} proposals")
-    return OpenCaches(features, _ProposalFiles(proposals_dir), manifest, dict(meta))
+    return OpenCaches(features, proposals, manifest, dict(meta))
