@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sppdet.errors import ArgumentError
 
 
 def _as_boxes(boxes: np.ndarray, what: str) -> np.ndarray:
@@ -21,13 +22,13 @@ def _as_boxes(boxes: np.ndarray, what: str) -> np.ndarray:
     if b.size == 0:
         return b.reshape(0, 4)
     if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"{what}: boxes must have shape (N, 4), got {b.shape}")
+        raise ArgumentError(f"{what}: boxes must have shape (N, 4), got {b.shape}")
     return b
 
 
 def _check_len(n: int, arr: np.ndarray, name: str, what: str) -> None:
     if arr.shape != (n,):
-        raise ValueError(f"{what}: {name} must have shape ({n},), got {arr.shape}")
+        raise ArgumentError(f"{what}: {name} must have shape ({n},), got {arr.shape}")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Detections:
         if labels.size == 0:
             labels = labels.astype(np.int64)
         if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"{what}: labels must be integers, got {labels.dtype}")
+            raise ArgumentError(f"{what}: labels must be integers, got {labels.dtype}")
         _check_len(len(boxes), scores, "scores", what)
         _check_len(len(boxes), labels, "labels", what)
         object.__setattr__(self, "boxes", boxes)
@@ -104,7 +105,7 @@ def group_by_class(
             continue
         bad = (det.labels < 0) | (det.labels >= len(class_names))
         if bad.any():
-            raise ValueError(
+            raise ArgumentError(
                 f"detections of image {det.image_id!r}: label {int(det.labels[bad][0])} "
                 f"outside the {len(class_names)} classes"
             )

@@ -23,7 +23,7 @@ from sppdet.boxes import clip_boxes
 from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
 from sppdet.detections import Detections
 from sppdet.device import resolve_device
-from sppdet.errors import ModelFormatError, SppdetError
+from sppdet.errors import ArgumentError, ConfigMismatchError, ModelFormatError, SppdetError
 from sppdet.features.backbones import get_backbone
 from sppdet.features.config import FeatureConfig, check_same
 from sppdet.features.extractor import FeatureExtractor, FeatureMaps
@@ -54,7 +54,7 @@ class DetectionParams:
         if self.class_thresholds is None:
             return np.full(num_classes, self.score_threshold, dtype=np.float64)
         if len(self.class_thresholds) != num_classes:
-            raise ValueError(f"{len(self.class_thresholds)} class thresholds for {num_classes} classes")
+            raise ArgumentError(f"{len(self.class_thresholds)} class thresholds for {num_classes} classes")
         return np.asarray(self.class_thresholds, dtype=np.float64)
 
     @classmethod
@@ -111,7 +111,7 @@ class Detector:
                  params: DetectionParams | None = None, proposer: Proposer | None = None,
                  bbox_reg: bool = True):
         if not models:
-            raise ValueError("at least one model is needed")
+            raise ArgumentError("at least one model is needed")
         classes = models[0].classes
         for m in models[1:]:
             if m.classes != classes:
@@ -263,6 +263,10 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
 
     dirs = [model_dir] if isinstance(model_dir, (str, os.PathLike)) else list(model_dir)
     models = load_models(dirs)
+    classes = getattr(dataset, "classes", None)
+    if classes is not None and list(models[0].classes) != list(classes):
+        raise ConfigMismatchError(f"{models[0].path}: the model's classes {models[0].classes} differ "
+                                  f"from the data set's {list(classes)} (give the same --classes)")
     params = DetectionParams.from_model(models[0], **param_overrides)
     detector = Detector(models, device, params, bbox_reg=bbox_reg)
     proposal_cache = feature_cache = None

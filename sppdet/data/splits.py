@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from sppdet.fileio import atomic_path
+from sppdet.errors import ArgumentError
 
 
 def random_split(ids: Sequence[str], val_count: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -16,7 +17,7 @@ def random_split(ids: Sequence[str], val_count: int, seed: int = 0) -> tuple[lis
     Both halves keep the input order, so the result depends only on ids, count and seed.
     """
     if not 0 < val_count < len(ids):
-        raise ValueError(f"val_count must be between 1 and {len(ids) - 1}, got {val_count}")
+        raise ArgumentError(f"val_count must be between 1 and {len(ids) - 1}, got {val_count}")
     order = np.random.default_rng(seed).permutation(len(ids))
     val_idx = set(order[:val_count].tolist())
     train = [i for k, i in enumerate(ids) if k not in val_idx]

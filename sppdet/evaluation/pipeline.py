@@ -194,7 +194,7 @@ def evaluate(
         progress: show progress bars.
 
     Returns:
-        :class:`EvalReport`: ``.voc.map07`` (the mAP, a fraction), ``.table`` (printable),
+        :class:`EvalReport`: ``.voc.mAP`` (VOC07 11-point mAP, a fraction), ``.table`` (printable),
         ``.to_json()``; ``write_report(report, split, out_dir, json_path, dataset)`` writes
         it to files.
 

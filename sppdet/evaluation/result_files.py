@@ -19,7 +19,7 @@ import numpy as np
 
 from sppdet.boxes import internal_to_voc, voc_to_internal
 from sppdet.detections import ClassDetections
-from sppdet.errors import DataError
+from sppdet.errors import ArgumentError, DataError
 from sppdet.fileio import atomic_path
 
 _LINE_FORMAT = "<image id> <score> <xmin> <ymin> <xmax> <ymax>"
@@ -37,7 +37,8 @@ def format_lines(dets: ClassDetections) -> str:
     ids = dets.image_ids.tolist()
     for img in set(ids):
         if not img or any(c.isspace() for c in img):
-            raise ValueError(f"image id {img!r} cannot be written to a result file")
+            raise ArgumentError(f"image id {img!r} cannot be written to a result file (empty or "
+                                "with white space)")
     return "".join(
         f"{img} {s!r} {b[0]!r} {b[1]!r} {b[2]!r} {b[3]!r}\n" for img, s, b in zip(ids, scores, voc)
     )

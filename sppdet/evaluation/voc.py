@@ -36,7 +36,7 @@ import numpy as np
 
 from sppdet.boxes import box_iou
 from sppdet.detections import ClassDetections
-from sppdet.errors import DataError
+from sppdet.errors import ArgumentError, DataError
 
 
 def _matlab_colon(start: float, step: float, stop: float) -> np.ndarray:
@@ -142,7 +142,7 @@ def _match(
     gt_diff = [np.asarray(ground_truth[i][1], dtype=bool).reshape(-1) for i in gt_ids]
     for i, b, d in zip(gt_ids, gt_boxes, gt_diff):
         if len(b) != len(d):
-            raise ValueError(f"image {i!r}: {len(b)} ground-truth boxes but {len(d)} difficult flags")
+            raise ArgumentError(f"image {i!r}: {len(b)} ground-truth boxes but {len(d)} difficult flags")
     counts = np.array([len(b) for b in gt_boxes], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])[:-1]
     all_diff = np.concatenate(gt_diff) if gt_diff else np.zeros(0, dtype=bool)
@@ -185,7 +185,7 @@ def evaluate_class(
     FPs (rejecting images outside the evaluated set is :func:`evaluate_detections`' job).
     """
     if not 0.0 < iou_thresh <= 1.0:
-        raise ValueError(f"iou_thresh must be in (0, 1], got {iou_thresh}")
+        raise ArgumentError(f"iou_thresh must be in (0, 1], got {iou_thresh}")
     tp, fp, npos = _match(detections, ground_truth, iou_thresh)
     ctp = np.cumsum(tp)
     cfp = np.cumsum(fp)

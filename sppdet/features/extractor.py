@@ -14,6 +14,7 @@ from sppdet.features.mapping import map_windows, scale_boxes
 from sppdet.features.pyramid import (DEFAULT_MAX_SIZE, DEFAULT_SCALES, nearest_scale,
                                      scale_factors, to_input_tensor)
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling, single_thread_on_cpu
+from sppdet.errors import ArgumentError
 
 # Maps are kept at the cache's precision, so features pooled straight from a forward pass
 # equal those pooled from the cache (max pooling of float16 values is exact).
@@ -72,7 +73,7 @@ class FeatureExtractor:
                  levels: Sequence[int] = DEFAULT_LEVELS):
         scales = tuple(int(s) for s in scales)
         if not scales or min(scales) < 1:
-            raise ValueError(f"scales must be positive integers, got {scales}")
+            raise ArgumentError(f"scales must be positive integers, got {scales}")
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
         # channels-last runs the trunk about 1.4x faster on the CPU (same values).
         self.backbone = backbone.to(self.device, memory_format=torch.channels_last).eval()
@@ -93,7 +94,7 @@ class FeatureExtractor:
     def conv_maps(self, image_bgr: np.ndarray) -> FeatureMaps:
         """One forward pass of the trunk per scale for a BGR uint8 image."""
         if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(f"expected an H x W x 3 BGR image, got shape {image_bgr.shape}")
+            raise ArgumentError(f"expected an H x W x 3 BGR image, got shape {image_bgr.shape}")
         hw = (int(image_bgr.shape[0]), int(image_bgr.shape[1]))
         maps = []
         for s in self.scales:

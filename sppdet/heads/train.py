@@ -34,6 +34,7 @@ from sppdet.heads.reservoir import Reservoir
 from sppdet.heads.scaling import NORM_IMAGES, NORM_WINDOWS, TARGET_NORM, estimate_scale
 from sppdet.heads.sources import FeatureSource, TrainingImage, best_gt, class_overlaps
 from sppdet.heads.svm import SVMParams
+from sppdet.errors import ArgumentError, DataError
 
 
 # Images of the mining pass between two resumable checkpoints.
@@ -208,9 +209,9 @@ def train_heads(images: Sequence[TrainingImage], source: FeatureSource, classes:
     ``fingerprint_extra``, e.g. the caches' settings); the folder is removed at the end.
     """
     if len(images) == 0:
-        raise ValueError("no training images")
+        raise DataError("no training images (the id list is empty)")
     if fc is not None and feature_scale is None:
-        raise ValueError("an fc head needs the feature scale it was trained with")
+        raise ArgumentError("an fc head needs the feature scale it was trained with")
     C = len(classes)
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
@@ -251,7 +252,7 @@ def train_heads(images: Sequence[TrainingImage], source: FeatureSource, classes:
         positives = collect_positives(images, source, SvmFeatures(feature_scale, fc, fc7_scale),
                                       C, params, progress)
         if not positives:
-            raise ValueError("no ground-truth boxes in the training images: nothing to train")
+            raise DataError("no ground-truth boxes in the training images: nothing to train")
         timing["positives_s"] = time.perf_counter() - t0
         if ckpt is not None:
             nan = np.nan

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+from sppdet.errors import ArgumentError
 
 STORAGES = ("float32", "float16", "int8")
 SCALE_SUFFIX = "__scale"
@@ -73,7 +74,7 @@ def encode(arrays: Mapping[str, np.ndarray], storage: str = "float32",
     named in ``ranks`` are stored as two low-rank factors of that rank (plain truncated SVD),
     those in ``factors`` as the given factors (U, V)."""
     if storage not in STORAGES:
-        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+        raise ArgumentError(f"storage must be one of {STORAGES}, got {storage!r}")
     out: dict[str, np.ndarray] = {}
     for name, a in arrays.items():
         a = np.asarray(a, np.float32)
