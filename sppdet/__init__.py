@@ -24,6 +24,8 @@ _EXPORTS: dict[str, str] = {
     "DetectionParams": "sppdet.detector",
     "DetectionResult": "sppdet.result",
     "Detection": "sppdet.result",
+    "extract_features": "sppdet.pipeline.extraction",
+    "finetune": "sppdet.pipeline.training",
     "train_svm": "sppdet.pipeline.training",
     "evaluate": "sppdet.evaluation.pipeline",
     "load_model": "sppdet.heads.model_dir",

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
 import torch
-from tqdm import tqdm
 
 from sppdet.cli.options import dataset_options, device_option
 from sppdet.data import VOCDataset
-from sppdet.errors import SppdetError
-from sppdet.features.backbones import BACKBONES, DEFAULT_BACKBONE, get_backbone
-from sppdet.features.cache import FeatureCache
-from sppdet.features.extractor import FeatureExtractor
-from sppdet.features.proposal_files import proposal_path, read_proposal_meta
+from sppdet.features.backbones import BACKBONES, DEFAULT_BACKBONE
 from sppdet.features.pyramid import DEFAULT_MAX_SIZE, DEFAULT_SCALES
 from sppdet.perf import tune_allocator
 
@@ -62,42 +56,23 @@ def extract(dataset: VOCDataset, proposals_dir: Path, out_dir: Path, backbone: s
             threads: int | None, as_json: bool) -> None:
     """Run the conv layers once per image and scale; store the maps (float16, one file per
     image) for pooling any window later. Interrupted runs resume where they stopped."""
+    from sppdet.pipeline.extraction import extract_features
+
     scale_list = parse_scales(scales)
     tune_allocator()
     if threads:
         torch.set_num_threads(threads)
-    meta = read_proposal_meta(proposals_dir)
-    ids = list(dataset.ids)
-    missing = [i for i in ids if not proposal_path(proposals_dir, i).is_file()]
-    if missing:
-        raise SppdetError(f"{proposals_dir}: no proposals for {len(missing)} of {len(ids)} images "
-                          f"(first: {', '.join(missing[:3])}); run the proposals command on the same images")
-
-    extractor = FeatureExtractor(get_backbone(backbone, weights), scale_list, max_size, device)
-    config = {**extractor.config(),
-              "proposals": {"method": meta["method"], "params": meta.get("params", {})}}
-    cache = FeatureCache.create(out_dir, config, levels=extractor.spp.levels)
-
-    todo = [i for i in ids if not cache.has(i)]
-    start = time.perf_counter()
-    for image_id in tqdm(todo, desc="extract", unit="img", disable=as_json or not todo):
-        cache.save(image_id, extractor.conv_maps(dataset.load_image(image_id)))
-    seconds = time.perf_counter() - start
-
-    on_disk = cache.bytes_on_disk()
-    cached = len(cache.image_ids())
-    summary = {"cache": str(out_dir), "backbone": backbone, "weights": extractor.backbone.weights,
-               "scales": list(scale_list), "device": str(extractor.device), "images": len(ids),
-               "extracted": len(todo), "already_cached": len(ids) - len(todo),
-               "seconds_per_image": round(seconds / len(todo), 4) if todo else None,
-               "bytes_on_disk": on_disk, "bytes_per_image": round(on_disk / cached) if cached else 0,
-               "feature_dim": extractor.dim}
+    summary = extract_features(dataset, proposals_dir, out_dir, backbone=backbone, weights=weights,
+                               scales=scale_list, max_size=max_size, device=device,
+                               progress=not as_json)
+    cached, on_disk = summary.pop("cached_images"), summary["bytes_on_disk"]
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
+    todo = summary["extracted"]
     rate = f", {summary['seconds_per_image']:.3f} s/image" if todo else ""
-    click.echo(f"{len(todo)} images extracted, {summary['already_cached']} already cached{rate} "
+    click.echo(f"{todo} images extracted, {summary['already_cached']} already cached{rate} "
                f"({summary['device']}, {backbone}, scales {', '.join(map(str, scale_list))}).")
     click.echo(f"{out_dir}: {cached} images, {on_disk / 1e6:.1f} MB on disk "
                f"({summary['bytes_per_image'] / 1e6:.2f} MB per image); "
-               f"feature dimension {extractor.dim}.")
+               f"feature dimension {summary['feature_dim']}.")

@@ -13,8 +13,6 @@ from sppdet.heads.conv_finetune import ConvFinetuneParams as CF
 from sppdet.heads.finetune import CHECKPOINT_EVERY, FinetuneParams as F
 from sppdet.heads.scaling import NORM_IMAGES, NORM_WINDOWS, TARGET_NORM
 
-CHECKPOINT = "finetune.ckpt.npz"
-
 
 @click.command("finetune")
 @dataset_options
@@ -84,10 +82,7 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
     """Fine-tune fc layers on cached pooled features (25% foreground windows, IoU >= 0.5;
     background IoU in [0.1, 0.5)). An interrupted run resumes from its checkpoint."""
     from sppdet.device import resolve_device
-    from sppdet.heads.finetune import FinetuneParams, build_window_pool, train_fc
-    from sppdet.heads.model_dir import save_finetuned
-    from sppdet.heads.scaling import estimate_scale
-    from sppdet.heads.sources import DatasetImages, open_caches
+    from sppdet.pipeline.training import finetune as run_finetune
 
     if not 0 < fg_fraction < 1:
         raise click.BadParameter("must be between 0 and 1", param_hint="--fg-fraction")
@@ -112,29 +107,15 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
         raise click.UsageError("--freeze-top and --train-scales apply with --conv-top")
     iterations = iterations or default_of(F, "iterations")
     lr_step = lr_step or default_of(F, "lr_step")
-    params = FinetuneParams(hidden=hidden, dropout=dropout, fg_iou=fg_iou, bg_iou_low=bg_iou_low,
-                            fg_fraction=fg_fraction, batch_size=batch_size, fg_per_image=fg_per_image,
-                            bg_per_image=bg_per_image, iterations=iterations, lr=lr, lr_step=lr_step,
-                            momentum=momentum, weight_decay=weight_decay, standardise=standardise,
-                            init_std=init_std, seed=seed)
-    caches = open_caches(features_dir, proposals_dir)
-    images = DatasetImages(dataset, caches.proposals)
-    click.echo(f"{dataset.name}: {len(images)} images, {len(dataset.classes)} classes")
-    scale, mean_norm = estimate_scale(images, caches.features, target_norm=target_norm,
-                                      num_images=norm_images, windows_per_image=norm_windows, seed=seed)
-    pool = build_window_pool(images, caches.features, scale, params, progress=not quiet)
-    click.echo(f"window pool: {len(pool.labels)} windows ({pool.num_fg} foreground), "
-               f"{pool.x.nbytes / 2**20:.0f} MiB")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = out_dir / CHECKPOINT
-    fc, summary = train_fc(pool, len(dataset.classes), params, device=str(resolve_device(device)),
-                           checkpoint=ckpt, checkpoint_every=checkpoint_every, progress=not quiet)
-    info = {"classes": list(dataset.classes), "feature_scale": scale, "mean_norm": mean_norm,
-            "target_norm": target_norm, "features": caches.features_manifest,
-            "proposals": caches.proposals_meta, "params": params.as_dict(), "summary": summary,
-            "dataset": {"name": dataset.name, "split": dataset.split, "images": len(images)}}
-    save_finetuned(out_dir, fc, info)
-    ckpt.unlink(missing_ok=True)
+    params = F(hidden=hidden, dropout=dropout, fg_iou=fg_iou, bg_iou_low=bg_iou_low,
+               fg_fraction=fg_fraction, batch_size=batch_size, fg_per_image=fg_per_image,
+               bg_per_image=bg_per_image, iterations=iterations, lr=lr, lr_step=lr_step,
+               momentum=momentum, weight_decay=weight_decay, standardise=standardise,
+               init_std=init_std, seed=seed)
+    summary = run_finetune(dataset, features_dir, proposals_dir, out_dir, params=params,
+                           target_norm=target_norm, norm_images=norm_images,
+                           norm_windows=norm_windows, device=device, progress=not quiet,
+                           checkpoint_every=checkpoint_every, log=click.echo)["summary"]
     click.echo(f"{summary['iterations']} iterations in {summary['seconds']:.0f} s; training-pool "
                f"accuracy: foreground {summary['pool_fg_accuracy']}, background "
                f"{summary['pool_bg_accuracy']}")

@@ -107,3 +107,69 @@ def _file_digest(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# The resumable checkpoint finetune keeps in its output folder while it runs.
+FINETUNE_CHECKPOINT = "finetune.ckpt.npz"
+
+
+def finetune(dataset: Any, features_dir: str | os.PathLike, proposals_dir: str | os.PathLike,
+             out_dir: str | os.PathLike, *, params: Any = None, target_norm: float | None = None,
+             norm_images: int | None = None, norm_windows: int | None = None,
+             device: str | None = None, progress: bool = True, checkpoint_every: int | None = None,
+             log: Log = _quiet) -> dict[str, Any]:
+    """Fine-tune fc6, fc7 and a (classes + 1)-way classifier on cached pooled features (what
+    `sppdet finetune` runs without --conv-top), for SVMs on fc7 (``train_svm(head="fc7")``).
+
+    Args:
+        dataset: a :class:`sppdet.data.VOCDataset`.
+        features_dir, proposals_dir: the conv-feature and proposal caches.
+        out_dir: the model folder that receives fc.npz and finetune.json.
+        params: :class:`sppdet.heads.finetune.FinetuneParams` (default: its defaults).
+        target_norm, norm_images, norm_windows: the feature scaling (pooled features scaled
+            to this mean L2 norm, estimated on this many images and windows per image;
+            default: ``heads.scaling``'s).
+        device: torch device (default: cuda when available).
+        progress: show progress bars.
+        checkpoint_every: iterations between resumable checkpoints (default:
+            ``heads.finetune.CHECKPOINT_EVERY``); an interrupted run resumes when called again.
+        log: called with one-line status messages (default: silent).
+
+    Returns:
+        The record written to finetune.json (feature scale, classes, feature settings,
+        parameters, and ``summary``: iterations, seconds, training-pool accuracies).
+    """
+    from sppdet.device import resolve_device
+    from sppdet.heads.finetune import CHECKPOINT_EVERY, FinetuneParams, build_window_pool, train_fc
+    from sppdet.heads.model_dir import save_finetuned
+    from sppdet.heads.scaling import NORM_IMAGES, NORM_WINDOWS, TARGET_NORM, estimate_scale
+    from sppdet.heads.sources import DatasetImages, open_caches
+
+    params = params if params is not None else FinetuneParams()
+    target_norm = TARGET_NORM if target_norm is None else target_norm
+    norm_images = NORM_IMAGES if norm_images is None else norm_images
+    norm_windows = NORM_WINDOWS if norm_windows is None else norm_windows
+    checkpoint_every = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
+    if not 0 < params.fg_fraction < 1:
+        raise ArgumentError(f"fg_fraction must be between 0 and 1, got {params.fg_fraction}")
+    out_dir = Path(out_dir)
+    caches = open_caches(features_dir, proposals_dir)
+    images = DatasetImages(dataset, caches.proposals)
+    log(f"{dataset.name}: {len(images)} images, {len(dataset.classes)} classes")
+    scale, mean_norm = estimate_scale(images, caches.features, target_norm=target_norm,
+                                      num_images=norm_images, windows_per_image=norm_windows,
+                                      seed=params.seed)
+    pool = build_window_pool(images, caches.features, scale, params, progress=progress)
+    log(f"window pool: {len(pool.labels)} windows ({pool.num_fg} foreground), "
+        f"{pool.x.nbytes / 2**20:.0f} MiB")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / FINETUNE_CHECKPOINT
+    fc, summary = train_fc(pool, len(dataset.classes), params, device=str(resolve_device(device)),
+                           checkpoint=ckpt, checkpoint_every=checkpoint_every, progress=progress)
+    info = {"classes": list(dataset.classes), "feature_scale": scale, "mean_norm": mean_norm,
+            "target_norm": target_norm, "features": caches.features_manifest,
+            "proposals": caches.proposals_meta, "params": params.as_dict(), "summary": summary,
+            "dataset": {"name": dataset.name, "split": dataset.split, "images": len(images)}}
+    save_finetuned(out_dir, fc, info)
+    ckpt.unlink(missing_ok=True)
+    return info

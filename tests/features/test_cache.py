@@ -178,3 +178,24 @@ def test_real_image_with_imagenet_mobilenet(voc2007_root, torch_home, tmp_path):
     feats = cache.pooled(image_id, boxes)
     assert feats.shape == (len(boxes), 4800) and np.isfinite(feats).all()
     np.testing.assert_array_equal(feats, extractor.pool(maps, boxes).numpy())
+
+
+def test_library_extract_features_equals_the_command(make_voc, tmp_path):
+    """``sppdet.extract_features`` writes the maps `sppdet extract` writes."""
+    import sppdet
+    from sppdet.data import VOCDataset
+
+    root = make_voc(n_images=2)
+    props = write_proposals(tmp_path / "props", root)
+    common = ["--voc", str(root), "--proposals", str(props), "--backbone", "zf5", "--weights", "random",
+              "--scales", "64", "--device", "cpu"]
+    assert run_extract(*common, "--out", str(tmp_path / "cli"), "--json").exit_code == 0
+    summary = sppdet.extract_features(VOCDataset(root, split="train"), props, tmp_path / "api",
+                                      backbone="zf5", weights="random", scales=(64,), device="cpu",
+                                      progress=False)
+    assert (summary["extracted"], summary["cached_images"], summary["feature_dim"]) == (2, 2, 12800)
+    a, b = FeatureCache(tmp_path / "cli"), FeatureCache(tmp_path / "api")
+    assert a.config == b.config
+    for image_id in ("000000", "000001"):
+        for m, n in zip(a.load_maps(image_id).maps, b.load_maps(image_id).maps):
+            assert torch.equal(m, n)

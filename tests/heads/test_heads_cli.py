@@ -158,3 +158,25 @@ def test_library_train_svm_is_what_the_command_runs(caches, capsys):
     with pytest.raises(sppdet.SppdetError, match="only applies with head fc7"):
         sppdet.train_svm(VOCDataset(tmp / "VOC2007", classes=CLASSES), tmp / "feats", tmp / "props",
                          tmp / "x", finetuned_dir=tmp / "ft")
+
+
+def test_library_finetune_writes_the_fc_layers(caches):
+    """``sppdet.finetune`` from Python: fc.npz and finetune.json, and the record returned."""
+    import sppdet
+    from sppdet.data import VOCDataset
+    from sppdet.heads.finetune import FinetuneParams
+
+    tmp, _ = caches
+    params = FinetuneParams(hidden=16, iterations=20, lr_step=15, batch_size=16, fg_per_image=4,
+                            bg_per_image=8)
+    messages = []
+    info = sppdet.finetune(VOCDataset(tmp / "VOC2007", classes=CLASSES), tmp / "feats", tmp / "props",
+                           tmp / "ft_api", params=params, norm_images=4, device="cpu", progress=False,
+                           log=messages.append)
+    assert messages[0] == "VOC2007:train: 12 images, 2 classes" and "window pool" in messages[1]
+    assert info["summary"]["iterations"] == 20 and info["params"]["hidden"] == 16
+    assert json.loads((tmp / "ft_api" / "finetune.json").read_text())["feature_scale"] == info["feature_scale"]
+    assert (tmp / "ft_api" / "fc.npz").is_file() and not (tmp / "ft_api" / "finetune.ckpt.npz").exists()
+    with pytest.raises(sppdet.SppdetError, match="fg_fraction must be between 0 and 1"):
+        sppdet.finetune(VOCDataset(tmp / "VOC2007", classes=CLASSES), tmp / "feats", tmp / "props",
+                        tmp / "x", params=FinetuneParams(fg_fraction=1.0))
