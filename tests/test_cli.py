@@ -99,3 +99,23 @@ def test_default_of_reads_plain_and_factory_defaults():
     assert (default_of(P, "a"), default_of(P, "b"), default_of(P, "c")) == (3, [1, 2], 0)
     with pytest.raises(AttributeError, match="no field 'z'"):
         default_of(P, "z")
+
+
+def test_help_lists_the_commands_without_importing_them():
+    """`sppdet --help` reads the commands' docstrings as text: fast, no torch; the short
+    help equals what click derives from the imported commands."""
+    import importlib
+
+    from sppdet.cli import short_help
+
+    code = ("import sys; from sppdet.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'cv2' not in sys.modules, 'imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for name, target in COMMANDS.items():
+        assert name in out.stdout
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        for limit in (45, 200):
+            assert short_help(target, limit) == command.get_short_help_str(limit), name

@@ -44,6 +44,32 @@ class LazyGroup(click.Group):
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``sppdet --help``, from the commands' docstrings read as text:
+        listing the commands imports none of them (nor torch)."""
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [(name, short_help(target, limit)) for name, target in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def short_help(target: str, limit: int = 45) -> str:
+    """The short help of command ``"module:function"``, from the function's docstring in
+    the module's source (the module is not imported)."""
+    import ast
+    import importlib.util
+
+    module, attr = target.split(":")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return ""
+    tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == attr:
+            # click's own shortening, as for an imported command with this docstring
+            return click.Command(attr, help=ast.get_docstring(node) or "").get_short_help_str(limit)
+    return ""
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sppdet")
