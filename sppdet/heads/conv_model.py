@@ -15,8 +15,9 @@ from typing import Any, Callable
 from sppdet.data import VOCDataset
 from sppdet.features.conv_top import build_conv_top, check_top_fits_cache
 from sppdet.heads.conv_finetune import ConvFinetuneParams, ConvFinetuner
+from sppdet.atomic_dir import atomic_directory
 from sppdet.heads.model_dir import (FEATURE_KEYS, FINETUNE_FILE, TEST_DEFAULTS, DetectorModel,
-                                    save_model)
+                                    write_model)
 from sppdet.fileio import save_json
 from sppdet.heads.sources import DatasetImages, open_caches
 
@@ -57,13 +58,14 @@ def train_conv_model(dataset: VOCDataset, features_dir: str | Path, proposals_di
               "features": manifest, "test": dict(SOFTMAX_TEST_DEFAULTS),
               "finetune": {"params": params.as_dict(), "summary": result.summary, "conv": True},
               "dataset": {"name": dataset.name, "split": dataset.split, "images": len(images)}}
-    save_model(out_dir, DetectorModel(config, None, None, None, result.fc, conv_top=result.top))
-    save_json(out_dir / FINETUNE_FILE, {
-        "classes": list(dataset.classes), "feature_scale": 1.0, "features": manifest,
-        "proposals": caches.proposals_meta, "params": params.as_dict(), "summary": result.summary,
-        "conv_top": result.top.config.as_dict(), "format_version": 2,
-        "dataset": {"name": dataset.name, "split": dataset.split, "images": len(images)}})
-    ckpt.unlink(missing_ok=True)
+    # The folder changes all at once; the checkpoint goes with the old folder, afterwards.
+    with atomic_directory(out_dir, exclude={CHECKPOINT}) as tmp:
+        write_model(tmp, DetectorModel(config, None, None, None, result.fc, conv_top=result.top))
+        save_json(tmp / FINETUNE_FILE, {
+            "classes": list(dataset.classes), "feature_scale": 1.0, "features": manifest,
+            "proposals": caches.proposals_meta, "params": params.as_dict(), "summary": result.summary,
+            "conv_top": result.top.config.as_dict(), "format_version": 2,
+            "dataset": {"name": dataset.name, "split": dataset.split, "images": len(images)}})
     echo(f"{result.summary['iterations']} iterations in {result.summary['seconds']:.0f} s")
     return out_dir
 

@@ -1,6 +1,7 @@
 """The model directory: everything detection needs except the backbone's own weights.
 
-Layout (every file written atomically; ``config.json`` last, so its presence marks a
+Layout (the directory is replaced as a whole by ``sppdet.atomic_dir.atomic_directory``:
+a killed run leaves the previous model or the new one, never a mix; ``config.json`` marks a
 complete model):
 
 - ``config.json``: ``format_version``, the feature settings (backbone, weights, layer,
@@ -26,16 +27,18 @@ float16 or per-row int8 (config ``weights_storage``, module ``weight_storage``);
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection
 
 import numpy as np
 import torch
 
+from sppdet.atomic_dir import atomic_directory, recover_directory
 from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
 from sppdet.errors import ConfigMismatchError, ModelFormatError
 from sppdet.features.config import FEATURE_KEYS, check_same
@@ -184,7 +187,19 @@ def save_model(path: str | Path, model: DetectorModel, storage: str = "float32",
     """Write ``model`` into directory ``path`` (created if needed), weight matrices stored
     as ``storage`` (float32, float16 or int8; see ``weight_storage``), fc6's weights at
     rank ``fc6_rank`` if given (head fc7; fitted to the sample ``fc6_inputs`` of fc6's
-    inputs if given, else a plain truncated SVD); returns the path."""
+    inputs if given, else a plain truncated SVD); returns the path.
+
+    The directory changes all at once (``sppdet.atomic_dir``): a run killed while writing
+    leaves the previous model whole. Other files in it are kept."""
+    with atomic_directory(path) as tmp:
+        write_model(tmp, model, storage, fc6_rank, fc6_inputs)
+    return Path(path)
+
+
+def write_model(path: str | Path, model: DetectorModel, storage: str = "float32",
+                fc6_rank: int | None = None, fc6_inputs: np.ndarray | None = None) -> Path:
+    """``save_model``'s files written straight into ``path``, one by one: for a directory
+    that ``atomic_directory`` swaps in afterwards, together with other files."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg = dict(model.config)
@@ -284,6 +299,9 @@ def update_test_settings(path: str | Path, entries: dict[str, Any]) -> Path:
 def read_config(path: str | Path, name: str = CONFIG_FILE) -> dict[str, Any]:
     """Read and version-check a model directory's JSON file."""
     file = Path(path) / name
+    if not Path(path).exists():
+        with contextlib.suppress(OSError):
+            recover_directory(path)  # a replacement killed between its two renames
     if not Path(path).is_dir():
         raise ModelFormatError(f"{path}: model directory does not exist")
     if not file.is_file():
@@ -367,13 +385,24 @@ def check_same_features(expected: dict[str, Any], found: dict[str, Any], where: 
     check_same(expected, found, where)
 
 
-def save_finetuned(path: str | Path, fc: FcHead, info: dict[str, Any]) -> None:
+def save_finetuned(path: str | Path, fc: FcHead, info: dict[str, Any],
+                   exclude: Collection[str] = ()) -> list[str]:
     """Write fine-tuned fc layers (``fc.npz``) and their record (``finetune.json``: feature
-    scale, classes, feature settings, parameters, summary) into model directory ``path``."""
+    scale, classes, feature settings, parameters, summary) into model directory ``path``,
+    all at once (``sppdet.atomic_dir``), without the entries named in ``exclude`` (a
+    checkpoint). A model already there that used the old fc layers (head fc7 or softmax:
+    ``config.json``, ``heads.npz``, ``conv_top.npz``) is dropped with them; returns the names
+    of the files so dropped."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    save_fc(path / FC_FILE, fc)
-    save_json(path / FINETUNE_FILE, {**info, "format_version": FORMAT_VERSION})
+    dropped = []
+    if (path / CONFIG_FILE).is_file():
+        with contextlib.suppress(ModelFormatError):
+            if read_config(path).get("head") in ("fc7", "softmax"):
+                dropped = [n for n in (CONFIG_FILE, HEADS_FILE, TOP_FILE) if (path / n).exists()]
+    with atomic_directory(path, exclude={*exclude, *dropped, LEGACY_FC_FILE, TOP_FILE}) as tmp:
+        save_fc(tmp / FC_FILE, fc)
+        save_json(tmp / FINETUNE_FILE, {**info, "format_version": FORMAT_VERSION})
+    return dropped
 
 
 def load_finetune_info(path: str | Path, classes: Any, features: dict[str, Any]) -> dict[str, Any]:

@@ -199,14 +199,16 @@ def train_heads(images: Sequence[TrainingImage], source: FeatureSource, classes:
                 params: TrainParams = TrainParams(), *, fc: FcHead | None = None,
                 feature_scale: float | None = None, progress: bool = True,
                 checkpoint_dir: str | Path | None = None, checkpoint_every: int = CHECKPOINT_EVERY,
-                fingerprint_extra: dict[str, Any] | None = None) -> TrainedHeads:
+                fingerprint_extra: dict[str, Any] | None = None,
+                keep_checkpoint: bool = False) -> TrainedHeads:
     """Train SVMs (with hard-negative mining) and box regressors on ``images``.
 
     ``fc``: a fine-tuned fc head (``--head fc7``); then ``feature_scale`` must be the one it
     was trained with. Otherwise the scale is estimated here. With ``checkpoint_dir``, the
     run saves its state after pass 1 and every ``checkpoint_every`` images of pass 2, and
     resumes from a checkpoint found there (made with the same settings, data and
-    ``fingerprint_extra``, e.g. the caches' settings); the folder is removed at the end.
+    ``fingerprint_extra``, e.g. the caches' settings); the folder is removed at the end,
+    unless ``keep_checkpoint`` (the caller removes it once the model is saved).
     """
     if len(images) == 0:
         raise DataError("no training images (the id list is empty)")
@@ -343,7 +345,7 @@ def train_heads(images: Sequence[TrainingImage], source: FeatureSource, classes:
     }
     heads = TrainedHeads(W, b, float(feature_scale), None if fc7_scale is None else float(fc7_scale),
                          bbox, summary)
-    if ckpt is not None:
+    if ckpt is not None and not keep_checkpoint:
         ckpt.remove()
     return heads
 

@@ -53,7 +53,8 @@ def train_svm(dataset: Any, features_dir: str | os.PathLike, proposals_dir: str 
         ...                          "cache/props", "models/pool")   # doctest: +SKIP
     """
     from sppdet.device import resolve_device
-    from sppdet.heads.model_dir import FC_FILE, copy_fc, load_fc, load_finetune_info, save_model
+    from sppdet.atomic_dir import atomic_directory
+    from sppdet.heads.model_dir import FC_FILE, copy_fc, load_fc, load_finetune_info, write_model
     from sppdet.heads.sources import DatasetImages, open_caches
     from sppdet.heads.train import CHECKPOINT_EVERY, TrainParams, train_heads
 
@@ -89,15 +90,18 @@ def train_svm(dataset: Any, features_dir: str | os.PathLike, proposals_dir: str 
                                            "conv_top": None if conv_top is None else
                                            _file_digest(src_dir / "conv_top.npz"),
                                            "proposals": caches.proposals_meta,
-                                           "dataset": dataset.name})
+                                           "dataset": dataset.name},
+                        keep_checkpoint=True)
     model = heads.to_model(dataset.classes, fc=None if fc is None else fc.cpu(),
                            features=caches.features_manifest, proposals=caches.proposals_meta,
                            finetune=finetune_info)
     model.config["dataset"] = {"name": dataset.name, "split": dataset.split, "images": len(images)}
     model.conv_top = conv_top
-    if fc is not None:
-        copy_fc(src_dir, out_dir)
-    save_model(out_dir, model)
+    # The folder changes all at once; the checkpoint goes with the old folder, afterwards.
+    with atomic_directory(out_dir, exclude={SVM_CHECKPOINT_DIR}) as tmp:
+        if fc is not None:
+            copy_fc(src_dir, tmp)
+        write_model(tmp, model)
     model.path = out_dir
     return model
 
@@ -170,6 +174,8 @@ def finetune(dataset: Any, features_dir: str | os.PathLike, proposals_dir: str |
             "target_norm": target_norm, "features": caches.features_manifest,
             "proposals": caches.proposals_meta, "params": params.as_dict(), "summary": summary,
             "dataset": {"name": dataset.name, "split": dataset.split, "images": len(images)}}
-    save_finetuned(out_dir, fc, info)
-    ckpt.unlink(missing_ok=True)
+    dropped = save_finetuned(out_dir, fc, info, exclude={FINETUNE_CHECKPOINT})  # checkpoint goes last
+    if dropped:
+        log(f"removed the model that was in {out_dir} ({', '.join(dropped)}): it used the previous "
+            f"fc layers; train its SVMs again with train-svm --head fc7")
     return info
