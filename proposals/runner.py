@@ -26,13 +26,14 @@ from typing import Any, Iterable, Iterator, Sequence
 import cv2
 from tqdm import tqdm
 
-from proposals._io import read_image
+from proposals.images import read_image
 from proposals.base import ProposalMethod
 from proposals.cache import ProposalCache
 from proposals.errors import ProposalError, WorkerDiedError
 from proposals.threads import opencv_threads
 
-ImageItem = tuple[str, "str | os.PathLike[str]"]  # (image_id, image path)
+# (image_id, image path) or (image_id, image path, (width, height) the image must have)
+ImageItem = tuple
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,11 @@ class RunSummary:
 
 
 def propose_one(method: ProposalMethod, cache: ProposalCache, image_id: str,
-                path: str | os.PathLike[str]) -> Outcome:
+                path: str | os.PathLike[str], expected_size: tuple[int, int] | None = None) -> Outcome:
     """Read one image, propose, write its file; any error becomes a failed ``Outcome``."""
     start = time.perf_counter()
     try:
-        image = read_image(path)
+        image = read_image(path, expected_size)
         proposals = method(image)
         cache.save(image_id, proposals, image.shape[:2])
     except ProposalError as e:
@@ -114,7 +115,7 @@ def _init_worker(method: ProposalMethod, root: str, parent_pid: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
 
 
-def _work(item: tuple[str, str]) -> Outcome:
+def _work(item: tuple) -> Outcome:
     return propose_one(_worker_state["method"], _worker_state["cache"], *item)
 
 
@@ -128,12 +129,12 @@ def _worker_died(left: Sequence[str]) -> WorkerDiedError:
         f"memory ran out)")
 
 
-def _outcomes(method: ProposalMethod, cache: ProposalCache, todo: Sequence[tuple[str, str]],
+def _outcomes(method: ProposalMethod, cache: ProposalCache, todo: Sequence[tuple],
               workers: int) -> Iterator[Outcome]:
     if workers <= 1 or len(todo) <= 1:
         with opencv_threads(1):
-            for image_id, path in todo:
-                yield propose_one(method, cache, image_id, path)
+            for item in todo:
+                yield propose_one(method, cache, *item)
         return
     # concurrent.futures notices a worker that dies (multiprocessing.Pool would wait forever
     # for its task); a few tasks per worker are queued at a time, so stopping is quick.
@@ -163,7 +164,7 @@ def _outcomes(method: ProposalMethod, cache: ProposalCache, todo: Sequence[tuple
         raise
     if broken:
         _stop(executor)
-        raise _worker_died([i for i, _ in todo if not cache.has(i)])
+        raise _worker_died([item[0] for item in todo if not cache.has(item[0])])
     executor.shutdown(wait=True)
 
 
@@ -182,7 +183,8 @@ def run_proposals(
     workers: int | None = None,
     progress: bool = True,
 ) -> RunSummary:
-    """Cache ``method``'s proposals for every (image_id, path) in ``items`` under ``out_dir``.
+    """Cache ``method``'s proposals for every (image_id, path) in ``items`` under ``out_dir``;
+    an item (image_id, path, (width, height)) also requires that size (an annotation's).
 
     ``workers`` defaults to the number of CPU cores; 1 runs in this process. Raises
     ``CacheMismatchError`` before any work if ``out_dir`` holds another configuration.
@@ -190,13 +192,14 @@ def run_proposals(
     that may hold threads), so a script calling this with workers > 1 needs the usual
     ``if __name__ == "__main__":`` guard.
     """
-    items = [(str(i), str(p)) for i, p in items]
-    ids = [i for i, _ in items]
+    items = [(str(x[0]), str(x[1]), tuple(x[2]) if len(x) > 2 and x[2] is not None else None)
+             for x in items]
+    ids = [x[0] for x in items]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise ProposalError(f"duplicate image ids: {', '.join(dup)}")
     cache = ProposalCache.create(out_dir, method.name, method.params)
-    todo = [(i, p) for i, p in items if not cache.has(i)]
+    todo = [x for x in items if not cache.has(x[0])]
     summary = RunSummary(total=len(items), skipped=len(items) - len(todo))
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     start = time.perf_counter()

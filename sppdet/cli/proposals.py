@@ -58,7 +58,8 @@ def proposals_cmd(dataset: VOCDataset, method: str, out_dir: Path, workers: int 
         common = CommonOptions(max_boxes=max_boxes, min_side=min_side, dedupe=dedupe, max_side=max_side)
         options = {"edge_model": edge_model} if method == "edgeboxes" else {}
         proposer = create_method(method, common, **options)
-        items = [(image_id, dataset.image_path(image_id)) for image_id in dataset.ids]
+        items = [(image_id, dataset.image_path(image_id), dataset.annotated_size(image_id))
+                 for image_id in dataset.ids]
         summary = run_proposals(proposer, items, out_dir, workers=workers, progress=progress)
     except CacheMismatchError as e:
         raise ConfigMismatchError(str(e)) from None

@@ -211,8 +211,15 @@ class COCODataset:
         return self.images_dir / self._image_entry(image_id)["file_name"]
 
     def load_image(self, image_id: str) -> np.ndarray:
-        """The image as an HxWx3 uint8 BGR array; DataError if missing or unreadable."""
-        return read_image(self.image_path(image_id))
+        """The image as an HxWx3 uint8 BGR array; DataError if missing, unreadable, damaged
+        or of another size than the file's width and height for it."""
+        return read_image(self.image_path(image_id), self.annotated_size(image_id))
+
+    def annotated_size(self, image_id: str) -> tuple[int, int] | None:
+        """(width, height) of ``image_id`` from the annotation file, if it has usable ones."""
+        entry = self._image_entry(image_id)
+        w, h = entry.get("width"), entry.get("height")
+        return (int(w), int(h)) if _is_number(w) and _is_number(h) and w > 0 and h > 0 else None
 
     def _size(self, image_id: str) -> tuple[int, int]:
         entry = self._image_entry(image_id)

@@ -244,8 +244,13 @@ class VOCDataset:
         return path  # missing: load_image reports it
 
     def load_image(self, image_id: str) -> np.ndarray:
-        """The image as an HxWx3 uint8 BGR array; DataError if missing or unreadable."""
-        return read_image(self.image_path(image_id))
+        """The image as an HxWx3 uint8 BGR array; DataError if missing, unreadable, damaged
+        or of another size than its annotation's <size>."""
+        return read_image(self.image_path(image_id), self.annotated_size(image_id))
+
+    def annotated_size(self, image_id: str) -> tuple[int, int] | None:
+        """(width, height) of ``image_id`` from its annotation's <size>, if it has one."""
+        return xml_size(self.annotation_path(image_id))
 
     def annotation(self, image_id: str) -> Annotation:
         """Parsed ground truth of ``image_id`` (cached)."""
@@ -287,14 +292,29 @@ class VOCDataset:
             f"Give a class file with --classes (one name per line).")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 BGR; DataError naming the file otherwise."""
-    import cv2
+def read_image(path: str | Path, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image file completely as HxWx3 uint8 BGR, EXIF orientation applied, with the
+    toolkit's one reader (``proposals.images``: truncated or damaged files are refused);
+    ``expected_size`` (width, height) must match. DataError naming the file otherwise."""
+    from proposals.errors import ImageReadError
+    from proposals.images import read_image as read_complete_image
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file missing")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise DataError(f"{path}: cannot decode image (corrupt or unsupported format)")
-    return image
+    try:
+        return read_complete_image(path, expected_size)
+    except ImageReadError as e:
+        raise DataError(str(e)) from None
+
+
+def xml_size(xml_path: str | Path) -> tuple[int, int] | None:
+    """(width, height) from an annotation's <size>; None when the file or a usable size is
+    absent (other problems of the file are reported where it is parsed)."""
+    try:
+        size = ET.parse(xml_path).getroot().find("size")
+        width = int(float(_text(size, "width") or 0)) if size is not None else 0
+        height = int(float(_text(size, "height") or 0)) if size is not None else 0
+    except (OSError, ET.ParseError, ValueError):
+        return None
+    return (width, height) if width > 0 and height > 0 else None

@@ -9,7 +9,7 @@ import pytest
 
 from proposals import (CacheMismatchError, CommonOptions, ProposalCache, ProposalError,
                        create_method, run_proposals)
-from proposals._io import read_image
+from proposals.images import read_image
 from tests.proposals._synthetic import write_images
 
 COMMON = CommonOptions(max_boxes=300, min_side=4)
