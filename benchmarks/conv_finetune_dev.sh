@@ -8,6 +8,7 @@
 # (splits/voc07_valsplit_val.txt, made by `sppdet make-split --split val --val 500 --seed 0`).
 # SCALES (default 688) are the cached scales; variants (VARIANTS, default all, in order):
 #   conv    MobileNetV2 blocks 14-17 fine-tuned with fc6/fc7 through SPP (stride 32), softmax + box deltas
+#   convr   the same with a new 1x1 conv to 128 channels after block 17 (pooled feature 6,400 long)
 #   frozen  the same deeper layer without conv fine-tuning (blocks 14-17 at ImageNet weights)
 #   fc      the shipped recipe's head: fc6/fc7 fine-tuned on block 13 (stride 16), fc7 SVMs + ridge box regression
 #   convsvm the paper's SVMs (+ ridge box regression) on fc7 of the conv fine-tuned network
@@ -17,7 +18,7 @@ C=${1:?usage: $0 CACHE_DIR [VOC2007_DIR]}
 V=${2:-../shared/data/VOCdevkit/VOC2007}
 SPPDET=${SPPDET:-sppdet}
 SCALES=${SCALES:-688}
-VARIANTS=${VARIANTS:-conv frozen fc convsvm}
+VARIANTS=${VARIANTS:-conv convr frozen fc convsvm}
 ITERATIONS=${ITERATIONS:-5000}
 cd "$(dirname "$0")/.."
 mkdir -p "$C/logs"
@@ -52,8 +53,9 @@ run "extract_dev_$tag" $SPPDET extract --voc "$V" --ids "$all_ids" --proposals "
     --out "$feats" "${scale_args[@]}" --threads 2
 for variant in $VARIANTS; do
     case $variant in
-    conv|frozen)
+    conv|convr|frozen)
         extra=(); [ "$variant" = frozen ] && extra=(--freeze-top)
+        [ "$variant" = convr ] && extra=(--top-reduce 128)
         m=$C/model_${variant}_$tag
         run "finetune_${variant}_$tag" $SPPDET finetune --voc "$V" --ids "$train_ids" "${CACHES[@]}" \
             --out "$m" --conv-top 18 --iterations "$ITERATIONS" "${extra[@]}" --quiet

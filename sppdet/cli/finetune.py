@@ -24,6 +24,9 @@ from sppdet.heads.scaling import NORM_IMAGES, NORM_WINDOWS, TARGET_NORM
                    "including) this stage index, through SPP (e.g. 18 for MobileNetV2 blocks "
                    "14-17, 320 channels at stride 32). Writes a complete model (softmax "
                    "classifier + box regression); `train-svm --head fc7` can add SVMs.")
+@click.option("--top-reduce", type=click.IntRange(min=1), default=None,
+              help="With --conv-top: add a new 1x1 convolution to this many channels after those "
+                   "layers (pooled features and fc6 shrink in proportion).")
 @click.option("--freeze-top", is_flag=True,
               help="With --conv-top: keep those conv layers at their ImageNet weights (the deeper "
                    "layer's features without conv fine-tuning).")
@@ -72,7 +75,7 @@ from sppdet.heads.scaling import NORM_IMAGES, NORM_WINDOWS, TARGET_NORM
 @device_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_dir: Path,
-             conv_top_end: int | None, freeze_top: bool, top_lr_mult: float, images_per_batch: int,
+             conv_top_end: int | None, top_reduce: int | None, freeze_top: bool, top_lr_mult: float, images_per_batch: int,
              rois_per_image: int, train_scales: tuple[int, ...],
              hidden: int, dropout: float, iterations: int | None, lr: float, lr_step: int | None, momentum: float,
              weight_decay: float, standardise: bool, init_std: float | None, batch_size: int, fg_fraction: float, fg_iou: float,
@@ -98,13 +101,13 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
             lr_step=lr_step or iterations * 3 // 4, momentum=momentum, weight_decay=weight_decay,
             scales=tuple(train_scales) or None, seed=seed)
         path = train_conv_model(dataset, features_dir, proposals_dir, out_dir, conv_top_end, params,
-                                device=str(resolve_device(device)), checkpoint_every=checkpoint_every,
+                                reduce=top_reduce, device=str(resolve_device(device)), checkpoint_every=checkpoint_every,
                                 progress=not quiet, echo=click.echo)
         click.echo(f"wrote {path}; evaluate: sppdet eval --model {path} ...; optional SVMs on its "
                    f"fc7: sppdet train-svm --head fc7 --finetuned {path} --out DIR ...")
         return
-    if freeze_top or train_scales:
-        raise click.UsageError("--freeze-top and --train-scales apply with --conv-top")
+    if freeze_top or train_scales or top_reduce:
+        raise click.UsageError("--freeze-top, --top-reduce and --train-scales apply with --conv-top")
     iterations = iterations or default_of(F, "iterations")
     lr_step = lr_step or default_of(F, "lr_step")
     params = F(hidden=hidden, dropout=dropout, fg_iou=fg_iou, bg_iou_low=bg_iou_low,

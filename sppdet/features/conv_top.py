@@ -49,9 +49,13 @@ class ConvTopConfig:
     stride: int
     offset: float
     init_weights: str  # the weights the layers started from (the cache's backbone weights)
+    reduce: int | None = None  # a new 1x1 conv to this many channels after the blocks (or none)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.reduce is None:
+            d.pop("reduce")  # configs of models without it stay as they were
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> "ConvTopConfig":
@@ -59,7 +63,8 @@ class ConvTopConfig:
             return cls(backbone=str(d["backbone"]), start=int(d["start"]), end=int(d["end"]),
                        in_channels=int(d["in_channels"]), channels=int(d["channels"]),
                        stride=int(d["stride"]), offset=float(d["offset"]),
-                       init_weights=str(d["init_weights"]))
+                       init_weights=str(d["init_weights"]),
+                       reduce=None if d.get("reduce") is None else int(d["reduce"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ModelFormatError(f"{where}: invalid conv_top entry ({e!r})") from None
 
@@ -116,17 +121,35 @@ class ConvTop(nn.Module):
         save_npz(path, **encode(arrays, "float32" if storage == "float32" else "float16"))
 
 
-def build_conv_top(backbone: str, end: int, weights: str | None = None) -> ConvTop:
+def _with_reduce(layers: nn.Sequential, channels: int, reduce: int | None) -> nn.Sequential:
+    """Append the optional 1x1 channel reduction (seeded init) as layer ``reduce``."""
+    if reduce is None:
+        return layers
+    if not 0 < reduce:
+        raise SppdetError(f"conv top: reduce must be a positive number of channels, got {reduce}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        conv = nn.Conv2d(channels, reduce, 1)
+    layers.add_module("reduce", conv)
+    return onednn_pointwise(layers)
+
+
+def build_conv_top(backbone: str, end: int, weights: str | None = None,
+                   reduce: int | None = None) -> ConvTop:
     """The layers ``stages[cut_at:end]`` of ``backbone`` with ``weights`` loaded (as for the
-    trunk: torchvision's weights API, ``"random"`` or a file), batch norm folded."""
+    trunk: torchvision's weights API, ``"random"`` or a file), batch norm folded; with
+    ``reduce``, a new 1x1 convolution to that many channels after them (a smaller pooled
+    feature: fc6's cost is proportional to it)."""
     spec, model, ident = build_network(backbone, weights)
     layers, start = _top_layers(backbone, end, model)
     geometry = derive_geometry(spec.stages(model)[:end])
     layers = onednn_pointwise(fold_batchnorm(layers.eval()))
     with torch.no_grad():
-        channels = int(layers(torch.zeros(1, spec.channels, 64, 64)).shape[1])
+        block_channels = int(layers(torch.zeros(1, spec.channels, 64, 64)).shape[1])
+    layers = _with_reduce(layers, block_channels, reduce)
+    channels = block_channels if reduce is None else int(reduce)
     config = ConvTopConfig(backbone, start, end, spec.channels, channels, geometry.stride,
-                           geometry.offset, ident)
+                           geometry.offset, ident, reduce)
     top = ConvTop(config, layers)
     for p in top.parameters():
         p.requires_grad_(False)
@@ -147,6 +170,10 @@ def load_conv_top(path: str | Path, config: ConvTopConfig) -> ConvTop:
         raise ConfigMismatchError(f"{path}: conv top starts at layer {config.start}, but "
                                   f"{config.backbone}'s cached trunk ends at {start}")
     layers = onednn_pointwise(fold_batchnorm(layers.eval()))
+    if config.reduce is not None:
+        with torch.no_grad():
+            block_channels = int(layers(torch.zeros(1, config.in_channels, 64, 64)).shape[1])
+        layers = _with_reduce(layers, block_channels, config.reduce)
     from sppdet.heads.weight_storage import read_npz
 
     try:

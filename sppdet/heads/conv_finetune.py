@@ -172,15 +172,22 @@ class ConvFinetuner:
                                 f"(it has {cached})")
             self.allowed = [cached.index(s) for s in params.scales]
         self.top = top.to(self.device)
-        for p in self.top.parameters():
+        # A new 1x1 reduction (if any) is trained like the fc layers, even with a frozen top.
+        reduce = self.top.layers.reduce if hasattr(self.top.layers, "reduce") else None
+        new_params = [] if reduce is None else list(reduce.parameters())
+        new_ids = {id(p) for p in new_params}
+        pretrained = [p for p in self.top.parameters() if id(p) not in new_ids]
+        for p in pretrained:
             p.requires_grad_(params.train_top)
+        for p in new_params:
+            p.requires_grad_(True)
         self.spp = SpatialPyramidPooling(levels)
         torch.manual_seed(params.seed)
         self.fc = FcHead(self.spp.output_dim(top.channels), params.hidden, num_classes,
                          params.dropout, bbox=True).to(self.device)
-        groups = [{"params": list(self.fc.parameters()), "lr_mult": 1.0}]
+        groups = [{"params": list(self.fc.parameters()) + new_params, "lr_mult": 1.0}]
         if params.train_top:
-            groups.append({"params": list(self.top.parameters()), "lr_mult": params.top_lr_mult})
+            groups.append({"params": pretrained, "lr_mult": params.top_lr_mult})
         self.opt = torch.optim.SGD(groups, lr=params.lr, momentum=params.momentum,
                                    weight_decay=params.weight_decay)
         self.order = _Stream(len(images), params.seed, 11)

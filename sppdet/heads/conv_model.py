@@ -30,15 +30,17 @@ SOFTMAX_TEST_DEFAULTS = {**TEST_DEFAULTS, "score_threshold": 0.001, "display_thr
 
 def train_conv_model(dataset: VOCDataset, features_dir: str | Path, proposals_dir: str | Path,
                      out_dir: str | Path, end: int, params: ConvFinetuneParams = ConvFinetuneParams(),
-                     *, device: str = "cpu", checkpoint_every: int = 250, progress: bool = True,
+                     *, reduce: int | None = None, device: str = "cpu", checkpoint_every: int = 250, progress: bool = True,
                      stop_after: int | None = None,
                      echo: Callable[[str], Any] = print) -> Path:
-    """Fine-tune ``stages[cut:end]`` of the cache's backbone with new fc layers; write the
-    model to ``out_dir`` (resumes from its checkpoint there) and return the path."""
+    """Fine-tune ``stages[cut:end]`` of the cache's backbone (plus a new 1x1 reduction to
+    ``reduce`` channels if given) with new fc layers; write the model to ``out_dir``
+    (resumes from its checkpoint there) and return the path."""
     out_dir = Path(out_dir)
     caches = open_caches(features_dir, proposals_dir)
     manifest = caches.features_manifest
-    top = build_conv_top(str(manifest["backbone"]), end, _weights_argument(str(manifest["weights"])))
+    top = build_conv_top(str(manifest["backbone"]), end, _weights_argument(str(manifest["weights"])),
+                         reduce)
     check_top_fits_cache(top.config, manifest, str(features_dir))
     images = DatasetImages(dataset, caches.proposals)
     echo(f"{dataset.name}: {len(images)} images, {len(dataset.classes)} classes; conv top "

@@ -267,3 +267,25 @@ def test_a_cache_of_other_weights_is_refused(synthetic):
         check_top_fits_cache(top.config, {**cache.config, "weights": "IMAGENET1K_V1"}, "cache")
     with pytest.raises(ConfigMismatchError, match="backbone"):
         check_top_fits_cache(top.config, {**cache.config, "backbone": "vgg16"}, "cache")
+
+
+def test_reduce_layer_shrinks_the_feature_and_trains_with_a_frozen_top(synthetic, tmp_path):
+    cache, images = synthetic
+    top = build_conv_top("mobilenet_v2", 18, "random", reduce=24)
+    assert top.channels == 24 and top.config.reduce == 24 and top.stride == 32
+    trainer = ConvFinetuner(images, cache, top, 2, replace(SMALL, train_top=False))
+    assert trainer.fc.in_dim == 24 * 50
+    blocks = {k: v.clone() for k, v in top.layers.state_dict().items() if not k.startswith("reduce")}
+    reduce_before = top.layers.reduce.weight.detach().clone()
+    result = trainer.train(progress=False)
+    after = result.top.layers.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in blocks.items())
+    assert not torch.equal(reduce_before, result.top.layers.reduce.weight)
+    config = {**cache.config, "levels": list(LEVELS), "head": "softmax", "classes": ["cat", "dog"],
+              "feature_scale": 1.0, "bbox_regression": True, "test": {}}
+    save_model(tmp_path / "m", DetectorModel(config, None, None, None, result.fc, conv_top=result.top))
+    loaded = load_model(tmp_path / "m")
+    assert loaded.conv_top.config == result.top.config
+    fmap = cache.load_maps(images[0].image_id).maps[0]
+    with torch.no_grad():
+        assert torch.equal(loaded.conv_top.apply_to_map(fmap), result.top.apply_to_map(fmap))
