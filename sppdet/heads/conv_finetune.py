@@ -49,7 +49,7 @@ from sppdet.features.pyramid import nearest_scale
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
 from sppdet.heads.bbox_regression import bbox_targets
 from sppdet.heads.fc_head import FcHead
-from sppdet.heads.finetune import _Stream, input_moments
+from sppdet.heads.finetune import SeededStream, input_moments
 from sppdet.heads.safe_checkpoint import load_training_checkpoint, save_training_checkpoint
 from sppdet.heads.sources import TrainingImage, best_gt
 
@@ -190,7 +190,7 @@ class ConvFinetuner:
             groups.append({"params": pretrained, "lr_mult": params.top_lr_mult})
         self.opt = torch.optim.SGD(groups, lr=params.lr, momentum=params.momentum,
                                    weight_decay=params.weight_decay)
-        self.order = _Stream(len(images), params.seed, 11)
+        self.order = SeededStream(len(images), params.seed, 11)
         self.mean = self.std = None
 
     # -- sampling ---------------------------------------------------------------------
@@ -352,8 +352,3 @@ class ConvTopSource:
 
         maps = self.top.apply_to_maps(self.cache.load_maps(image_id, self.device))
         return pool_windows(maps, boxes, self.top.stride, self.top.offset, self.spp).cpu().numpy()
-
-
-def nn_parameters(module: nn.Module) -> int:
-    """Number of parameters (for summaries)."""
-    return sum(p.numel() for p in module.parameters())

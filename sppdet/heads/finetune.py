@@ -115,7 +115,7 @@ def build_window_pool(images: Sequence[TrainingImage], source: FeatureSource, fe
     return pool
 
 
-class _Stream:
+class SeededStream:
     """Position k of an endless stream over n items: epoch k // n, item perm_epoch[k % n]."""
 
     def __init__(self, n: int, seed: int, tag: int) -> None:
@@ -140,11 +140,12 @@ class _Stream:
 
 
 def batch_indices(pool: WindowPool, params: FinetuneParams, iteration: int,
-                  streams: tuple[_Stream, _Stream] | None = None) -> np.ndarray:
+                  streams: tuple[SeededStream, SeededStream] | None = None) -> np.ndarray:
     """Pool rows of mini-batch ``iteration``: ``fg_fraction`` foreground, the rest background."""
     fg_rows = np.flatnonzero(pool.labels > 0)
     bg_rows = np.flatnonzero(pool.labels == 0)
-    fg_s, bg_s = streams or (_Stream(len(fg_rows), params.seed, 5), _Stream(len(bg_rows), params.seed, 6))
+    fg_s, bg_s = streams or (SeededStream(len(fg_rows), params.seed, 5),
+                             SeededStream(len(bg_rows), params.seed, 6))
     n_fg = int(round(params.batch_size * params.fg_fraction))
     n_bg = params.batch_size - n_fg
     return np.concatenate([fg_rows[fg_s.take(iteration * n_fg, n_fg)],
@@ -205,7 +206,7 @@ def train_fc(pool: WindowPool, num_classes: int, params: FinetuneParams = Finetu
                                            "running_loss": running})
 
     fg_rows, bg_rows = np.flatnonzero(pool.labels > 0), np.flatnonzero(pool.labels == 0)
-    streams = (_Stream(len(fg_rows), params.seed, 5), _Stream(len(bg_rows), params.seed, 6))
+    streams = (SeededStream(len(fg_rows), params.seed, 5), SeededStream(len(bg_rows), params.seed, 6))
     loss_fn = nn.CrossEntropyLoss()
     end = params.iterations if stop_after is None else min(params.iterations, stop_after)
     fc.train()
