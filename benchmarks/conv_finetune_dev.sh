@@ -56,10 +56,10 @@ for variant in $VARIANTS; do
     conv|convr|frozen)
         extra=(); [ "$variant" = frozen ] && extra=(--freeze-top)
         [ "$variant" = convr ] && extra=(--top-reduce 128)
-        m=$C/model_${variant}_$tag
-        run "finetune_${variant}_$tag" $SPPDET finetune --voc "$V" --ids "$train_ids" "${CACHES[@]}" \
+        m=$C/model_${variant}${ITERATIONS}_$tag
+        run "finetune_${variant}${ITERATIONS}_$tag" $SPPDET finetune --voc "$V" --ids "$train_ids" "${CACHES[@]}" \
             --out "$m" --conv-top 18 --iterations "$ITERATIONS" "${extra[@]}" --quiet
-        evaluate "$variant" "$m";;
+        evaluate "${variant}${ITERATIONS}" "$m";;
     fc)
         m=$C/model_fc_$tag
         run "finetune_fc_$tag" $SPPDET finetune --voc "$V" --ids "$train_ids" "${CACHES[@]}" \
