@@ -182,6 +182,7 @@ def run_proposals(
     *,
     workers: int | None = None,
     progress: bool = True,
+    cache: ProposalCache | None = None,
 ) -> RunSummary:
     """Cache ``method``'s proposals for every (image_id, path) in ``items`` under ``out_dir``;
     an item (image_id, path, (width, height)) also requires that size (an annotation's).
@@ -190,7 +191,9 @@ def run_proposals(
     ``CacheMismatchError`` before any work if ``out_dir`` holds another configuration.
     Workers are started with "spawn" (the same on every platform; no fork of a process
     that may hold threads), so a script calling this with workers > 1 needs the usual
-    ``if __name__ == "__main__":`` guard.
+    ``if __name__ == "__main__":`` guard. ``cache`` is ``out_dir`` already opened by
+    ``ProposalCache.create`` for this method (a sharded run: one process opens the folder,
+    which also removes stale temporary files, before any process writes into it).
     """
     items = [(str(x[0]), str(x[1]), tuple(x[2]) if len(x) > 2 and x[2] is not None else None)
              for x in items]
@@ -198,7 +201,8 @@ def run_proposals(
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise ProposalError(f"duplicate image ids: {', '.join(dup)}")
-    cache = ProposalCache.create(out_dir, method.name, method.params)
+    if cache is None:
+        cache = ProposalCache.create(out_dir, method.name, method.params)
     todo = [x for x in items if not cache.has(x[0])]
     summary = RunSummary(total=len(items), skipped=len(items) - len(todo))
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))

@@ -8,6 +8,7 @@ import click
 
 from sppdet.cli.options import dataset_options, device_option
 from sppdet.data import COCODataset, VOCDataset
+from sppdet.distributed import rank_device, sharded_run
 
 
 @click.command("eval")
@@ -44,6 +45,7 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
     """Evaluate detections of a split the VOC 2007 devkit way (11-point AP, IoU >= 0.5,
     difficult objects ignored), with the area AP and COCO AP@[0.5:0.95] beside it.
     On a --coco data set the COCO metrics use the file's own ground truth (areas, crowds).
+    Under torchrun, each rank detects in its share of the images and rank 0 evaluates.
 
     Give either --detections DIR (result files that exist) or --model DIR.
     """
@@ -54,9 +56,17 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
     if model_dir is None and (proposals_dir or features_dir or device or save_display_thresholds):
         raise click.UsageError("--proposals, --features, --device and --save-display-thresholds "
                                "only apply with --model")
-    report = evaluate(dataset, model_dir=model_dir, detections_dir=detections_dir,
-                      proposals_dir=proposals_dir, features_dir=features_dir, device=device,
-                      bbox_reg=bbox_reg, out_dir=out_dir, coco_metrics=coco_metrics)
+    with sharded_run(device if model_dir is not None else "cpu") as ranks:
+        if ranks.sharded and model_dir is not None:
+            device = rank_device(device, ranks)
+        elif not ranks.is_main:
+            return  # only detection is sharded; rank 0 evaluates result files alone
+        report = evaluate(dataset, model_dir=model_dir, detections_dir=detections_dir,
+                          proposals_dir=proposals_dir, features_dir=features_dir, device=device,
+                          bbox_reg=bbox_reg, out_dir=out_dir, coco_metrics=coco_metrics,
+                          ranks=ranks if ranks.sharded else None)
+    if report is None:
+        return  # not rank 0: rank 0 evaluated everything once
     if report.ignored_detections:
         click.echo(f"--limit {dataset.limit}: ignored {report.ignored_detections} detections on "
                    "later images", err=True)

@@ -11,6 +11,7 @@ import torch
 from sppdet.cli.options import dataset_options, device_option
 from sppdet.data import VOCDataset
 from sppdet.features.backbones import BACKBONES, DEFAULT_BACKBONE
+from sppdet.distributed import sharded_run
 from sppdet.features.pyramid import DEFAULT_MAX_SIZE, DEFAULT_SCALES
 from sppdet.perf import tune_allocator
 
@@ -55,22 +56,28 @@ def extract(dataset: VOCDataset, proposals_dir: Path, out_dir: Path, backbone: s
             weights: str | None, scales: tuple[str, ...], max_size: int, device: str | None,
             threads: int | None, as_json: bool) -> None:
     """Run the conv layers once per image and scale; store the maps (float16, one file per
-    image) for pooling any window later. Interrupted runs resume where they stopped."""
+    image) for pooling any window later. Interrupted runs resume where they stopped.
+    Under torchrun, each rank does its share of the images (docs/large_datasets.md)."""
     from sppdet.pipeline.extraction import extract_features
 
     scale_list = parse_scales(scales)
     tune_allocator()
     if threads:
         torch.set_num_threads(threads)
-    summary = extract_features(dataset, proposals_dir, out_dir, backbone=backbone, weights=weights,
-                               scales=scale_list, max_size=max_size, device=device,
-                               progress=not as_json)
+    with sharded_run(device) as ranks:
+        summary = extract_features(dataset, proposals_dir, out_dir, backbone=backbone, weights=weights,
+                                   scales=scale_list, max_size=max_size, device=device,
+                                   progress=not as_json, ranks=ranks)
+    if summary is None:
+        return  # not rank 0: rank 0 reports for all
     cached, on_disk = summary.pop("cached_images"), summary["bytes_on_disk"]
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     todo = summary["extracted"]
     rate = f", {summary['seconds_per_image']:.3f} s/image" if todo else ""
+    if summary["ranks"] > 1 and todo:
+        rate += f" per rank, {summary['ranks']} ranks, {summary['wall_seconds']:.1f} s wall"
     click.echo(f"{todo} images extracted, {summary['already_cached']} already cached{rate} "
                f"({summary['device']}, {backbone}, scales {', '.join(map(str, scale_list))}).")
     click.echo(f"{out_dir}: {cached} images, {on_disk / 1e6:.1f} MB on disk "

@@ -84,6 +84,10 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
              device: str | None, quiet: bool) -> None:
     """Fine-tune fc layers on cached pooled features (25% foreground windows, IoU >= 0.5;
     background IoU in [0.1, 0.5)). An interrupted run resumes from its checkpoint."""
+    from sppdet.distributed import refuse_sharded
+
+    refuse_sharded("finetune")
+
     from sppdet.device import resolve_device
     from sppdet.pipeline.training import finetune as run_finetune
 

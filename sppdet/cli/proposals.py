@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from proposals import CommonOptions as C, available_methods
 from sppdet.cli.options import dataset_options, default_of
 from sppdet.data import VOCDataset
+from sppdet.distributed import Ranks, all_gather_json, broadcast_json, main_first, sharded_run
 from sppdet.errors import ConfigMismatchError, DataError, SppdetError
 
 MAX_LISTED_FAILURES = 20
@@ -48,6 +50,7 @@ def proposals_cmd(dataset: VOCDataset, method: str, out_dir: Path, workers: int 
     OUT records the method and its parameters: running into it with other settings is
     refused. An image that cannot be read is reported and the others go on; the exit
     status is 1 if any image failed (rerun the same command to retry only those).
+    Under torchrun, each rank does its share of the images (docs/large_datasets.md).
     """
     from proposals import CacheMismatchError, CommonOptions, ProposalError, create_method, run_proposals
     from sppdet.fileio import save_json
@@ -60,7 +63,13 @@ def proposals_cmd(dataset: VOCDataset, method: str, out_dir: Path, workers: int 
         proposer = create_method(method, common, **options)
         items = [(image_id, dataset.image_path(image_id), dataset.annotated_size(image_id))
                  for image_id in dataset.ids]
-        summary = run_proposals(proposer, items, out_dir, workers=workers, progress=progress)
+        with sharded_run() as ranks:
+            if ranks.sharded:
+                summary = _run_sharded(ranks, proposer, items, out_dir, workers, progress)
+                if summary is None:
+                    return  # not rank 0: rank 0 reports for all
+            else:
+                summary = run_proposals(proposer, items, out_dir, workers=workers, progress=progress)
     except CacheMismatchError as e:
         raise ConfigMismatchError(str(e)) from None
     except ProposalError as e:
@@ -88,3 +97,48 @@ def proposals_cmd(dataset: VOCDataset, method: str, out_dir: Path, workers: int 
         raise SppdetError(f"{len(summary.failed)} of {summary.total} images failed (listed above); "
                           f"the others are cached. Fix or drop those images and run the same "
                           f"command again to do only them.")
+
+
+def _run_sharded(ranks: Ranks, proposer: Any, items: list[tuple[Any, ...]], out_dir: Path,
+                 workers: int | None, progress: bool) -> Any:
+    """One rank's part of a sharded run: rank 0 opens OUT (checks the settings, writes
+    meta.json, removes stale temporary files) and lists the images still to do; every rank
+    proposes its share of them; rank 0 gets back the merged summary, the others None."""
+    import dataclasses
+    import os
+
+    from proposals import CacheMismatchError, ProposalError, run_proposals
+    from proposals.cache import ProposalCache
+    from proposals.runner import RunSummary
+
+    ids = [x[0] for x in items]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"duplicate image ids: {', '.join(sorted({i for i in ids if ids.count(i) > 1})[:5])}")
+
+    def open_cache() -> list[str]:
+        try:
+            cache = ProposalCache.create(out_dir, proposer.name, proposer.params)
+        except CacheMismatchError as e:
+            raise ConfigMismatchError(str(e)) from None
+        except ProposalError as e:
+            raise DataError(str(e)) from None
+        return [i for i in ids if not cache.has(i)]
+
+    todo = set(broadcast_json(ranks, main_first(ranks, open_cache)))
+    mine = ranks.share([item for item in items if item[0] in todo])
+    if workers is None:  # the node's cores, split between the ranks on it
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+        workers = max(1, (os.cpu_count() or 1) // max(1, per_node))
+    part = run_proposals(proposer, mine, out_dir, workers=workers, progress=progress and ranks.is_main,
+                         cache=ProposalCache(out_dir))
+    parts = all_gather_json(ranks, dataclasses.asdict(part))
+    if not ranks.is_main:
+        return None
+    order = {i: k for k, i in enumerate(ids)}
+    merged = RunSummary(total=len(items), skipped=len(items) - len(todo))
+    merged.done = sum(p["done"] for p in parts)
+    merged.failed = sorted((tuple(f) for p in parts for f in p["failed"]), key=lambda f: order[f[0]])
+    merged.seconds = [x for p in parts for x in p["seconds"]]
+    merged.boxes = [x for p in parts for x in p["boxes"]]
+    merged.wall_seconds = max(p["wall_seconds"] for p in parts)
+    return merged

@@ -88,6 +88,10 @@ def train_svm(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_
 
     An interrupted run resumes when the same command is run again (checkpoints in
     OUT/.train-svm-checkpoint, removed at the end)."""
+    from sppdet.distributed import refuse_sharded
+
+    refuse_sharded("train-svm")
+
     from sppdet.heads.train import summary_table
     from sppdet.pipeline.training import train_svm as run
 

@@ -3,6 +3,7 @@ write the outputs. The CLI's ``sppdet eval`` is a thin layer over these function
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import json
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from sppdet.distributed import Ranks, all_gather_json
 from sppdet.detections import ClassDetections, Detections, group_by_class
 from sppdet.errors import ArgumentError, ConfigMismatchError, SppdetError
 from sppdet.evaluation.coco import coco_evaluate, coco_evaluate_dataset
@@ -39,22 +41,51 @@ def run_detector(model_dir: str | os.PathLike, dataset: Any, **detect_kwargs: An
     return detector.detect_dataset(model_dir, dataset, **detect_kwargs)
 
 
+def run_detector_sharded(model_dir: str | os.PathLike, dataset: Any, ranks: Ranks,
+                         **detect_kwargs: Any) -> list[Detections] | None:
+    """This rank's share of ``run_detector``, gathered on rank 0 in ``dataset.ids`` order
+    (None on the other ranks). Detections travel as JSON (floats round-trip exactly)."""
+    share = copy.copy(dataset)
+    share.ids = ranks.share(list(dataset.ids))
+    detect_kwargs.setdefault("progress", ranks.is_main)
+    mine = [{"image_id": d.image_id, "boxes": d.boxes.tolist(), "scores": d.scores.tolist(),
+             "labels": d.labels.tolist()} for d in run_detector(model_dir, share, **detect_kwargs)]
+    parts = all_gather_json(ranks, mine)
+    if not ranks.is_main:
+        return None
+    by_id = {d["image_id"]: d for part in parts for d in part}
+    return [Detections(i, np.array(by_id[i]["boxes"], dtype=np.float64).reshape(-1, 4),
+                       np.array(by_id[i]["scores"], dtype=np.float64),
+                       np.array(by_id[i]["labels"], dtype=np.int64)) for i in dataset.ids]
+
+
 def load_or_run_detections(
     dataset: Any,
     split_name: str,
     detections_dir: str | os.PathLike | None = None,
     model_dir: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
+    ranks: Ranks | None = None,
     **detect_kwargs: Any,
-) -> dict[str, ClassDetections]:
+) -> dict[str, ClassDetections] | None:
     """Per-class detections of ``dataset``: read from the devkit result files in
     ``detections_dir``, or produced by the model in ``model_dir`` (and then written as
-    result files into ``out_dir`` when given). Exactly one source must be given."""
+    result files into ``out_dir`` when given). Exactly one source must be given.
+
+    In a sharded run (``ranks``, see :mod:`sppdet.distributed`) each rank detects in its
+    share of the images and rank 0 gathers everything, in the data set's image order (so
+    the result is the one-process result); the other ranks get None."""
     if (detections_dir is None) == (model_dir is None):
         raise SppdetError("give exactly one of --detections DIR (result files) or --model DIR")
     if detections_dir is not None:
         return read_result_files(detections_dir, split_name, dataset.classes)
-    dets = group_by_class(run_detector(model_dir, dataset, **detect_kwargs), dataset.classes)
+    if ranks is not None and ranks.sharded:
+        per_image = run_detector_sharded(model_dir, dataset, ranks, **detect_kwargs)
+        if per_image is None:
+            return None
+    else:
+        per_image = run_detector(model_dir, dataset, **detect_kwargs)
+    dets = group_by_class(per_image, dataset.classes)
     if out_dir is not None:
         write_result_files(out_dir, split_name, dets, dataset.classes)
     return dets
@@ -175,7 +206,8 @@ def evaluate(
     out_dir: str | os.PathLike | None = None,
     coco_metrics: bool = True,
     progress: bool = True,
-) -> EvalReport:
+    ranks: Ranks | None = None,
+) -> EvalReport | None:
     """Evaluate a model (or existing devkit result files) on a data set, the VOC 2007 devkit
     way (11-point AP, IoU >= 0.5, difficult objects ignored), with the area AP, COCO
     AP@[0.5:0.95] and the F1-optimal score thresholds beside it (what `sppdet eval` runs).
@@ -192,6 +224,8 @@ def evaluate(
         coco_metrics: also compute the COCO metrics (pycocotools; for a COCO data set
             against the file's own ground truth: areas, crowd regions).
         progress: show progress bars.
+        ranks: in a sharded run (:mod:`sppdet.distributed`), each rank detects in its share
+            of the images and rank 0 evaluates everything; the other ranks get None.
 
     Returns:
         :class:`EvalReport`: ``.voc.mAP`` (VOC07 11-point mAP, a fraction), ``.table`` (printable),
@@ -211,7 +245,9 @@ def evaluate(
         raise ArgumentError("proposals_dir, features_dir and device (--proposals, --features, "
                             "--device) only apply with a model (--model)")
     dets = load_or_run_detections(dataset, split_name, detections_dir=detections_dir,
-                                  model_dir=model_dir, out_dir=out_dir, **detect_kwargs)
+                                  model_dir=model_dir, out_dir=out_dir, ranks=ranks, **detect_kwargs)
+    if dets is None:
+        return None  # not rank 0 of a sharded run
     ignored = 0
     if dataset.limit is not None and detections_dir is not None:
         dets, ignored = restrict_to_images(dets, dataset.ids)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from sppdet.distributed import Ranks, all_gather_json, broadcast_json, main_first, rank_device
 from sppdet.errors import SppdetError
 from sppdet.features.backbones import DEFAULT_BACKBONE
 from sppdet.features.pyramid import DEFAULT_MAX_SIZE, DEFAULT_SCALES
@@ -16,7 +17,8 @@ from sppdet.features.pyramid import DEFAULT_MAX_SIZE, DEFAULT_SCALES
 def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                      backbone: str = DEFAULT_BACKBONE, weights: str | None = None,
                      scales: Sequence[int] = DEFAULT_SCALES, max_size: int = DEFAULT_MAX_SIZE,
-                     device: str | None = None, progress: bool = True) -> dict[str, Any]:
+                     device: str | None = None, progress: bool = True,
+                     ranks: Ranks | None = None) -> dict[str, Any] | None:
     """Run the conv layers once per image and scale and store the maps (float16, one file
     per image) in the feature cache ``out_dir``; images already there are skipped, so an
     interrupted run resumes. A cache made with other settings is refused.
@@ -32,10 +34,14 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
         max_size: cap on the longer side of a resized image.
         device: torch device (default: cuda when available).
         progress: show a progress bar.
+        ranks: in a sharded run (:mod:`sppdet.distributed`), rank 0 opens the cache and
+            lists the images left, each rank extracts its share of them, and rank 0 gets
+            the summary (the other ranks None). ``device`` "cuda" means cuda:LOCAL_RANK.
 
     Returns:
         A summary: images, extracted, already_cached, seconds_per_image, bytes_on_disk,
-        bytes_per_image, feature_dim, device, backbone, weights, scales, cache.
+        bytes_per_image, feature_dim, device, backbone, weights, scales, cache, ranks,
+        wall_seconds (of the extraction loop, the slowest rank's).
     """
     from tqdm import tqdm
 
@@ -51,22 +57,36 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
     if missing:
         raise SppdetError(f"{proposals_dir}: no proposals for {len(missing)} of {len(ids)} images "
                           f"(first: {', '.join(missing[:3])}); run the proposals command on the same images")
-    extractor = FeatureExtractor(get_backbone(backbone, weights), scales, max_size, device)
+    ranks = ranks or Ranks()
+    extractor = FeatureExtractor(get_backbone(backbone, weights), scales, max_size,
+                                 rank_device(device, ranks))
     config = {**extractor.config(),
               "proposals": {"method": meta["method"], "params": meta.get("params", {})}}
-    cache = FeatureCache.create(out_dir, config, levels=extractor.spp.levels)
 
-    todo = [i for i in ids if not cache.has(i)]
+    def open_cache() -> list[str]:
+        cache = FeatureCache.create(out_dir, config, levels=extractor.spp.levels)
+        return [i for i in ids if not cache.has(i)]
+
+    # Rank 0 opens (or creates) the cache and lists what is left; each rank does a share.
+    todo = broadcast_json(ranks, main_first(ranks, open_cache))
+    cache = FeatureCache(out_dir)
+    cache.check(config)
+    mine = ranks.share(todo)
+    desc = "extract" if not ranks.sharded else f"extract ({ranks.describe()})"
     start = time.perf_counter()
-    for image_id in tqdm(todo, desc="extract", unit="img", disable=not progress or not todo):
+    for image_id in tqdm(mine, desc=desc, unit="img", disable=not progress or not mine or not ranks.is_main):
         cache.save(image_id, extractor.conv_maps(dataset.load_image(image_id)))
     seconds = time.perf_counter() - start
+    timings = all_gather_json(ranks, seconds)
+    if not ranks.is_main:
+        return None  # rank 0 reports for all
 
     on_disk = cache.bytes_on_disk()
     cached = len(cache.image_ids())
     return {"cache": str(Path(out_dir)), "backbone": backbone, "weights": extractor.backbone.weights,
             "scales": list(extractor.scales), "device": str(extractor.device), "images": len(ids),
             "extracted": len(todo), "already_cached": len(ids) - len(todo),
-            "seconds_per_image": round(seconds / len(todo), 4) if todo else None,
+            "seconds_per_image": round(sum(timings) / len(todo), 4) if todo else None,
+            "ranks": ranks.world_size, "wall_seconds": round(max(timings), 3),
             "bytes_on_disk": on_disk, "bytes_per_image": round(on_disk / cached) if cached else 0,
             "cached_images": cached, "feature_dim": extractor.dim}
