@@ -47,7 +47,7 @@ def run_detector_sharded(model_dir: str | os.PathLike, dataset: Any, ranks: Rank
     (None on the other ranks). Detections travel as JSON (floats round-trip exactly)."""
     share = copy.copy(dataset)
     share.ids = ranks.share(list(dataset.ids))
-    detect_kwargs.setdefault("progress", ranks.is_main)
+    detect_kwargs["progress"] = detect_kwargs.get("progress", True) and ranks.is_main
     mine = [{"image_id": d.image_id, "boxes": d.boxes.tolist(), "scores": d.scores.tolist(),
              "labels": d.labels.tolist()} for d in run_detector(model_dir, share, **detect_kwargs)]
     parts = all_gather_json(ranks, mine)
