@@ -283,9 +283,7 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
                               "combined models with different backbones compute their own maps")
         key = next(iter(detector.extractors))
         # The cache must hold the maps the model was trained on (every feature setting).
-        cache_features = FeatureConfig.from_dict({**feature_cache.config, "levels": feature_cache.levels},
-                                                 str(feature_cache.dir))
-        check_same(key.to_dict(), cache_features.to_dict(), f"feature cache {features_dir}")
+        check_same(key.to_dict(), feature_cache.feature_config.to_dict(), f"feature cache {features_dir}")
     for image_id in tqdm(dataset.ids, desc="detect", unit="img", disable=not progress):
         image = None
         if proposal_cache is not None and proposal_cache.has(image_id):

@@ -27,7 +27,7 @@ import torch
 
 from sppdet import __version__
 from sppdet.errors import ConfigMismatchError, DataError
-from sppdet.features.config import describe_differences, differing_keys
+from sppdet.features.config import FeatureConfig, describe_differences, differing_keys
 from sppdet.features.extractor import FeatureMaps, pool_windows
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
 from sppdet.fileio import load_json, save_json, save_npz
@@ -111,6 +111,12 @@ class FeatureCache:
     @property
     def dim(self) -> int:
         return self.spp.output_dim(int(self.config["channels"]))
+
+    @property
+    def feature_config(self) -> FeatureConfig:
+        """The typed feature settings of the maps (the manifest's config and levels)."""
+        return FeatureConfig.from_dict({**self.config, "levels": list(self.levels)},
+                                       str(self.dir / MANIFEST))
 
     def path(self, image_id: str) -> Path:
         return self.dir / f"{_check_image_id(image_id)}.npz"

@@ -15,6 +15,7 @@ from sppdet.features.pyramid import (DEFAULT_MAX_SIZE, DEFAULT_SCALES, nearest_s
                                      scale_factors, to_input_tensor)
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling, single_thread_on_cpu
 from sppdet.errors import ArgumentError
+from sppdet.features.config import FeatureConfig
 
 # Maps are kept at the cache's precision, so features pooled straight from a forward pass
 # equal those pooled from the cache (max pooling of float16 values is exact).
@@ -89,6 +90,10 @@ class FeatureExtractor:
     def config(self) -> dict:
         """What a cache of these maps records (backbone, weights, layer, scales...)."""
         return {**self.backbone.describe(), "scales": list(self.scales), "max_size": self.max_size}
+
+    def feature_config(self) -> FeatureConfig:
+        """The typed feature settings of this extractor (``config()`` plus the SPP levels)."""
+        return FeatureConfig.from_dict({**self.config(), "levels": list(self.spp.levels)})
 
     @torch.inference_mode()
     def conv_maps(self, image_bgr: np.ndarray) -> FeatureMaps:

@@ -55,3 +55,13 @@ def test_check_same_names_the_keys():
                        match=r"model m: made with other features \(max_size: 2000 vs 1000\)"):
         check_same(MANIFEST, {**MANIFEST, "max_size": 1000}, "model m")
     check_same(MANIFEST, {**MANIFEST, "hash": "other"}, "x", keys=FEATURE_KEYS)  # only these keys
+
+
+def test_cache_and_extractor_report_the_same_typed_config(tmp_path):
+    from sppdet.features import FeatureCache, FeatureExtractor, get_backbone
+
+    extractor = FeatureExtractor(get_backbone("zf5", "random"), (64, 96), 500, "cpu")
+    cache = FeatureCache.create(tmp_path / "c", {**extractor.config(), "proposals": {}},
+                                levels=extractor.spp.levels)
+    assert cache.feature_config == extractor.feature_config()
+    assert cache.feature_config.scales == (64, 96) and cache.feature_config.levels == DEFAULT_LEVELS
