@@ -28,9 +28,11 @@ _EXPORTS: dict[str, str] = {
     "finetune": "sppdet.pipeline.training",
     "train_svm": "sppdet.pipeline.training",
     "evaluate": "sppdet.evaluation.pipeline",
+    "save_display_thresholds": "sppdet.evaluation.pipeline",
     "load_model": "sppdet.heads.model_dir",
     "shipped_model_dir": "sppdet.models",
     "VOCDataset": "sppdet.data",
+    "COCODataset": "sppdet.data",
     "SppdetError": "sppdet.errors",
 }
 

@@ -136,7 +136,8 @@ def test_import_sppdet_is_light_and_exports_the_api():
     code = ("import sys, sppdet; assert 'torch' not in sys.modules, 'torch imported'; "
             "assert set(sppdet.__all__) <= set(dir(sppdet)); "
             "from sppdet import Detector, DetectionResult; "
-            "import sppdet.detector as d; assert Detector is d.Detector; print('ok')")
+            "import sppdet.detector as d; assert Detector is d.Detector; "
+            "[getattr(sppdet, name) for name in sppdet.__all__]; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
