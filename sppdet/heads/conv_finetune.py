@@ -50,11 +50,11 @@ from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
 from sppdet.heads.bbox_regression import bbox_targets
 from sppdet.heads.fc_head import FcHead
 from sppdet.heads.finetune import SeededStream, input_moments
+from sppdet.heads.scoring import BBOX_STDS
 from sppdet.heads.safe_checkpoint import load_training_checkpoint, save_training_checkpoint
 from sppdet.heads.sources import TrainingImage, best_gt
 
 # Box-delta targets are divided by these (Fast R-CNN's BBOX_NORMALIZE_STDS).
-BBOX_STDS = (0.1, 0.1, 0.2, 0.2)
 
 
 @dataclass(frozen=True)

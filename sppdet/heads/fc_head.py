@@ -27,6 +27,9 @@ class FcHead(nn.Module):
         self.in_dim, self.hidden, self.num_classes, self.dropout = in_dim, hidden, num_classes, dropout
         self.init_std = init_std
         self.has_bbox = bool(bbox)
+        # (U (hidden, t), V (t, in_dim), version) when fc6 was stored at rank t (fc6.weight ==
+        # U @ V): inference may multiply by V then U (``heads.scoring``). Not in the state dict.
+        self._fc6_factors: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self.fc6 = nn.Linear(in_dim, hidden)
         self.fc7 = nn.Linear(hidden, hidden)
         self.cls = nn.Linear(hidden, num_classes + 1)
@@ -53,6 +56,17 @@ class FcHead(nn.Module):
         h = self.drop(self.features(x))
         deltas = self.bbox_pred(h).view(len(x), self.num_classes, 4) if self.has_bbox else None
         return self.cls(h), deltas
+
+    def set_fc6_factors(self, u: torch.Tensor, v: torch.Tensor) -> None:
+        """Record that fc6.weight == u @ v (as loaded from a low-rank model file)."""
+        self._fc6_factors = (u, v, self.fc6.weight._version)
+
+    def fc6_factors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(U, V) with fc6.weight == U @ V, if recorded and fc6.weight has not been changed
+        in place since (training, folding), else None."""
+        if self._fc6_factors is None or self._fc6_factors[2] != self.fc6.weight._version:
+            return None
+        return self._fc6_factors[0], self._fc6_factors[1]
 
     def config(self) -> dict[str, Any]:
         cfg = {"in_dim": self.in_dim, "hidden": self.hidden, "num_classes": self.num_classes,

@@ -44,8 +44,9 @@ from sppdet.errors import ConfigMismatchError, ModelFormatError
 from sppdet.features.config import FEATURE_KEYS, check_same
 from sppdet.fileio import atomic_path, save_json, save_npz
 from sppdet.features.conv_top import TOP_FILE, ConvTop, ConvTopConfig, load_conv_top
-from sppdet.heads.bbox_regression import BoxRegressor, apply_deltas
+from sppdet.heads.bbox_regression import BoxRegressor
 from sppdet.heads.fc_head import FcHead
+from sppdet.heads.scoring import WindowScorer, apply_deltas
 from sppdet.heads.weight_storage import encode, input_aware_factors, read_npz
 
 if TYPE_CHECKING:
@@ -105,61 +106,48 @@ class DetectorModel:
             x = self.fc.fc7_numpy(x) * np.float32(self.config["fc7_scale"])
         return x
 
+    def scorer(self, device: str | torch.device = "cpu") -> WindowScorer:
+        """The heads as batched float32 torch computations on ``device`` (``heads.scoring``)."""
+        return WindowScorer(self, device)
+
     def score(self, pooled: np.ndarray) -> np.ndarray:
         """(N, C) scores of windows from their pooled features (N, D_pool): SVM scores, or
-        class probabilities for head ``softmax``."""
-        if self.head == "softmax":
-            return self._softmax_outputs(pooled)[0]
-        x = self.svm_features(pooled)
-        return (x @ self.svm_W.T).astype(np.float64) + self.svm_b.astype(np.float64)
-
-    @torch.no_grad()
-    def _softmax_outputs(self, pooled: np.ndarray, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """Head softmax: class probabilities (N, C) and normalised box deltas (N, C, 4)."""
-        assert self.fc is not None
-        self.fc.eval()
-        dev = next(self.fc.parameters()).device
-        x = self.scaled(pooled)
-        probs = np.empty((len(x), len(self.classes)), np.float64)
-        deltas = np.zeros((len(x), len(self.classes), 4), np.float64)
-        for s in range(0, len(x), batch):
-            logits, d = self.fc.forward_all(torch.from_numpy(x[s:s + batch]).to(dev))
-            probs[s:s + batch] = torch.softmax(logits, 1)[:, 1:].double().cpu().numpy()
-            if d is not None:
-                deltas[s:s + batch] = d.double().cpu().numpy()
-        return probs, deltas
+        class probabilities for head ``softmax`` (numpy wrapper over ``scorer``)."""
+        return self.predict(pooled, np.zeros((len(pooled), 4)), bbox_reg=False)[0]
 
     def predict(self, pooled: np.ndarray, boxes: np.ndarray, bbox_reg: bool = True
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Scores (N, C) and per-class boxes (N, C, 4) of windows ``boxes`` (N, 4) from their
-        pooled features, in one pass of the fc layers."""
+        pooled features, in one pass of the fc layers (numpy wrapper over ``scorer``)."""
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        if self.head != "softmax":
-            regressed = self.regress(pooled, boxes, None) if bbox_reg else self._unregressed(boxes)
-            return self.score(pooled), regressed
-        probs, deltas = self._softmax_outputs(pooled)
-        if not bbox_reg or not self.config.get("bbox_regression", False):
-            return probs, self._unregressed(boxes)
-        from sppdet.heads.conv_finetune import BBOX_STDS
-
-        d = deltas * np.asarray(BBOX_STDS)[None, None, :]
-        n, c = probs.shape
-        return probs, apply_deltas(np.repeat(boxes, c, axis=0), d.reshape(-1, 4)).reshape(n, c, 4)
+        scorer = self.scorer()
+        x = torch.from_numpy(np.asarray(pooled, np.float32))
+        scores, hidden = scorer.scores(x)
+        deltas = scorer.deltas(x, hidden) if bbox_reg else None
+        if deltas is None:
+            return scores.double().numpy(), self._unregressed(boxes)
+        return scores.double().numpy(), _regressed_all(boxes, deltas)
 
     def _unregressed(self, boxes: np.ndarray) -> np.ndarray:
         return np.repeat(boxes[:, None, :], len(self.classes), axis=1)
 
     def pool(self, maps: "FeatureMaps", windows: np.ndarray, extractor: "FeatureExtractor") -> np.ndarray:
-        """(N, D_pool) pooled features of ``windows`` on the cached-layer ``maps``: straight
-        from them, or, for a conv fine-tuned model, from its conv top's output."""
+        """``pool_tensor`` as a numpy array."""
+        return self.pool_tensor(maps, windows, extractor).cpu().numpy()
+
+    @torch.inference_mode()
+    def pool_tensor(self, maps: "FeatureMaps", windows: np.ndarray, extractor: "FeatureExtractor"
+                    ) -> torch.Tensor:
+        """(N, D_pool) float32 pooled features of ``windows`` on the cached-layer ``maps``, on
+        the extractor's device: straight from them, or, for a conv fine-tuned model, from its
+        conv top's output."""
         if self.conv_top is None:
-            return extractor.pool(maps, windows).cpu().numpy()
+            return extractor.pool(maps, windows)
         from sppdet.features.extractor import pool_windows
 
         top = self.conv_top.to(extractor.device)
-        with torch.inference_mode():
-            top_maps = top.apply_to_maps(maps.to(extractor.device))
-            return pool_windows(top_maps, windows, top.stride, top.offset, extractor.spp).cpu().numpy()
+        top_maps = top.apply_to_maps(maps.to(extractor.device))
+        return pool_windows(top_maps, windows, top.stride, top.offset, extractor.spp)
 
     def regress(self, pooled: np.ndarray, boxes: np.ndarray,
                 class_idx: int | np.ndarray | None = None) -> np.ndarray:
@@ -168,14 +156,18 @@ class DetectorModel:
         Without box regression in the model the boxes come back unchanged.
         """
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        if self.head == "softmax":
-            regressed = self.predict(pooled, boxes)[1]
-            return regressed if class_idx is None else regressed[np.arange(len(boxes)), class_idx]
-        if self.bbox is None:
-            if class_idx is None:
-                return self._unregressed(boxes)
-            return boxes.copy()
-        return self.bbox.predict(self.scaled(pooled), boxes, class_idx)
+        regressed = self.predict(pooled, boxes)[1]
+        if class_idx is None:
+            return regressed
+        idx = np.broadcast_to(np.asarray(class_idx, np.int64), (len(boxes),))
+        return regressed[np.arange(len(boxes)), idx]
+
+
+def _regressed_all(boxes: np.ndarray, deltas: torch.Tensor) -> np.ndarray:
+    """(N, C, 4) float64 boxes: each of ``boxes`` (N, 4) moved by its (N, C, 4) ``deltas``."""
+    n, c, _ = deltas.shape
+    b = torch.from_numpy(boxes).repeat_interleave(c, dim=0)
+    return apply_deltas(b, deltas.reshape(-1, 4).double()).reshape(n, c, 4).numpy()
 
 
 # Arrays that stay float32 in a packed model: small offsets that rounding would shift.
@@ -277,11 +269,15 @@ def load_fc(path: str | Path, device: str | torch.device = "cpu") -> FcHead:
                                        f"code)") from None
             config, state = blob["config"], blob["state_dict"]
         else:
-            arrays = read_npz(path)
+            factors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            arrays = read_npz(path, factors)
             config = json.loads(str(arrays.pop("config")))
             state = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items()}
         fc = FcHead(**config)
         fc.load_state_dict({k: v.float() for k, v in state.items()})
+        if path.suffix != ".pt" and "fc6.weight" in factors:
+            u, v = factors["fc6.weight"]
+            fc.set_fc6_factors(torch.from_numpy(u), torch.from_numpy(v))
     except (KeyError, TypeError, RuntimeError, EOFError, OSError, ValueError) as e:
         raise ModelFormatError(f"{path}: not a valid fc layers file ({e})") from None
     return fc.to(device).eval()

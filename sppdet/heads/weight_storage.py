@@ -95,8 +95,13 @@ def encode(arrays: Mapping[str, np.ndarray], storage: str = "float32",
     return out
 
 
-def decode(stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Undo ``encode``: every weight array as float32; other arrays (strings, ints) unchanged."""
+def decode(stored: Mapping[str, np.ndarray], factors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+           ) -> dict[str, np.ndarray]:
+    """Undo ``encode``: every weight array as float32; other arrays (strings, ints) unchanged.
+
+    A low-rank matrix is returned as the product of its factors; pass a dict as ``factors``
+    to also receive the factors (U, V) themselves under the matrix's name (inference can
+    then multiply by V and U, which costs less than the product when the rank is low)."""
     out: dict[str, np.ndarray] = {}
     for name, a in stored.items():
         if name.endswith(SCALE_SUFFIX):
@@ -109,11 +114,15 @@ def decode(stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             out[name] = a
     for name in [n for n in out if n.endswith(LOW_RANK_U)]:
         base = name[: -len(LOW_RANK_U)]
-        out[base] = out.pop(name) @ out.pop(base + LOW_RANK_V)
+        u, v = out.pop(name), out.pop(base + LOW_RANK_V)
+        out[base] = u @ v
+        if factors is not None:
+            factors[base] = (u, v)
     return out
 
 
-def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """All arrays of an .npz file, decoded (see ``decode``)."""
+def read_npz(path: str | Path, factors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+             ) -> dict[str, np.ndarray]:
+    """All arrays of an .npz file, decoded (see ``decode``; ``factors`` receives low-rank factors)."""
     with np.load(path, allow_pickle=False) as z:
-        return decode({k: z[k] for k in z.files})
+        return decode({k: z[k] for k in z.files}, factors)
