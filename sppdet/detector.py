@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from sppdet.boxes import clip_boxes
 from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
 from sppdet.detections import Detections
 from sppdet.device import resolve_device
@@ -29,6 +28,8 @@ from sppdet.features.config import FeatureConfig, check_same
 from sppdet.features.extractor import FeatureExtractor, FeatureMaps
 from sppdet.features.spp import DEFAULT_LEVELS
 from sppdet.heads.model_dir import DetectorModel, load_model
+from sppdet.heads.scoring import apply_deltas
+from sppdet.timing import StageTimer, stage
 
 if TYPE_CHECKING:
     from sppdet.result import DetectionResult
@@ -93,15 +94,31 @@ def nms_per_class(boxes: np.ndarray, scores: np.ndarray, params: DetectionParams
 
     Returns (boxes (K, 4), scores (K,), labels (K,)) sorted by descending score.
     """
-    rows, labels = np.nonzero(scores > params.thresholds(scores.shape[1])[None, :])
-    if rows.size == 0:
-        return np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)
-    cand = clip_boxes(boxes[rows, labels], image_hw[1], image_hw[0])
-    cand_scores = scores[rows, labels]
-    keep = batched_nms(torch.from_numpy(cand), torch.from_numpy(cand_scores),
-                       torch.from_numpy(labels), params.nms_iou).numpy()
-    keep = keep[: params.max_per_image]  # batched_nms returns indices by descending score
-    return cand[keep], cand_scores[keep], labels[keep].astype(np.int64)
+    scores_t, boxes_t = torch.as_tensor(scores), torch.as_tensor(boxes)
+    thresholds = torch.as_tensor(params.thresholds(scores.shape[1]), dtype=scores_t.dtype)
+    rows, labels = torch.nonzero(scores_t > thresholds[None, :], as_tuple=True)
+    b, s, l = suppress(boxes_t[rows, labels], scores_t[rows, labels], labels, params, image_hw)
+    return b.numpy(), s.numpy(), l.numpy()
+
+
+def suppress(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, params: DetectionParams,
+             image_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clip candidate boxes (K, 4) to the image, per-class NMS (torchvision's batched_nms, on
+    the tensors' device), keep the best ``max_per_image``; sorted by descending score, equal
+    scores by candidate index."""
+    if boxes.shape[0] == 0:
+        return boxes.new_zeros((0, 4)), scores.new_zeros(0), labels.new_zeros(0, dtype=torch.int64)
+    h, w = image_hw
+    boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
+                         boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
+    # Equal scores (windows that pool the same cells) are ranked by their index, so that the
+    # result does not depend on the sort's tie order: NMS runs on the stable rank.
+    order = torch.sort(scores, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=order.device)
+    keep = batched_nms(boxes, -rank.to(boxes.dtype), labels, params.nms_iou)[: params.max_per_image]
+    # batched_nms returns indices by descending (rank) score
+    return boxes[keep], scores[keep], labels[keep].to(torch.int64)
 
 
 class Detector:
@@ -109,7 +126,9 @@ class Detector:
 
     def __init__(self, models: Sequence[DetectorModel], device: str | torch.device | None = None,
                  params: DetectionParams | None = None, proposer: Proposer | None = None,
-                 bbox_reg: bool = True):
+                 bbox_reg: bool = True, timer: StageTimer | None = None):
+        """``timer``: a :class:`~sppdet.timing.StageTimer` that receives the seconds of each
+        stage of every image (None: nothing is timed)."""
         if not models:
             raise ArgumentError("at least one model is needed")
         classes = models[0].classes
@@ -128,6 +147,8 @@ class Detector:
             if key not in self.extractors:
                 self.extractors[key] = build_extractor(m.config, self.device)
         self._proposer = proposer
+        self.scorers = [m.scorer(self.device) for m in self.models]
+        self.timer = timer
 
     @property
     def proposer(self) -> Proposer:
@@ -139,7 +160,7 @@ class Detector:
     def load(cls, model: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
              device: str | torch.device | None = None, *, score_threshold: float | None = None,
              nms_iou: float | None = None, max_per_image: int | None = None,
-             proposals: str | None = None) -> "Detector":
+             proposals: str | None = None, preset: str | None = None) -> "Detector":
         """A detector from model directories, with the display thresholds of `sppdet detect`.
 
         Args:
@@ -153,6 +174,8 @@ class Detector:
             max_per_image: at most this many detections per image (default: the model's,
                 ``defaults.MAX_PER_IMAGE``).
             proposals: proposal method (ss-fast, ss-quality, edgeboxes; default: the model's).
+            preset: test-time settings (``sppdet.presets``): "model" (default, the model's
+                own) or "fast" (EdgeBoxes, 1,000 boxes, one scale).
 
         Returns:
             A :class:`Detector`; call it on an image to get a :class:`~sppdet.result.DetectionResult`.
@@ -171,7 +194,7 @@ class Detector:
         dirs = [model] if isinstance(model, (str, os.PathLike)) else list(model)
         models = load_models(dirs)
         params = display_params(models[0], score_threshold, nms_iou, max_per_image)
-        proposer = proposer_for(models[0].config.get("proposals", {}), proposals) if proposals else None
+        proposer = apply_preset(models, preset, proposals)
         return cls(models, device, params, proposer)
 
     def __call__(self, image: Any, color: str = "rgb") -> "DetectionResult":
@@ -194,52 +217,126 @@ class Detector:
         dets = self.detect(bgr, image_id=Path(source).stem if source else "")
         return DetectionResult.from_detections(dets, self.classes, bgr.shape[:2], source)
 
+    def proposal_method(self) -> Any:
+        """The proposal method object (picklable, for worker processes); SppdetError for a
+        custom proposer function."""
+        proposer = self.proposer
+        if not isinstance(proposer, MethodProposer):
+            raise SppdetError("proposal workers need a registered proposal method "
+                              "(a custom proposer function runs in this process: use workers=0)")
+        return proposer.method
+
     def conv_maps(self, image_bgr: np.ndarray) -> dict[FeatureConfig, FeatureMaps]:
-        return {key: ex.conv_maps(image_bgr) for key, ex in self.extractors.items()}
+        with stage(self.timer, "conv", self.device):
+            return {key: ex.conv_maps(image_bgr) for key, ex in self.extractors.items()}
+
+    def propose(self, image_bgr: np.ndarray) -> np.ndarray:
+        """The proposal method's windows (N, 4) of one BGR image."""
+        with stage(self.timer, "proposals"):
+            return self.proposer(image_bgr)
 
     def detect(self, image_bgr: np.ndarray, image_id: str = "", proposals: np.ndarray | None = None,
                maps: dict[tuple, FeatureMaps] | None = None) -> Detections:
         """Detections of one BGR image (proposals and conv maps are computed when not given)."""
         hw = (int(image_bgr.shape[0]), int(image_bgr.shape[1]))
         if proposals is None:
-            proposals = self.proposer(image_bgr)
+            proposals = self.propose(image_bgr)
         if maps is None:
             maps = self.conv_maps(image_bgr)
         return self.detect_windows(np.asarray(proposals, np.float64).reshape(-1, 4), maps, hw, image_id)
 
     def detect_windows(self, windows: np.ndarray, maps: dict[tuple, FeatureMaps],
                        image_hw: tuple[int, int], image_id: str = "") -> Detections:
-        """Score, regress and suppress ``windows`` (N, 4) given every model's conv maps."""
+        """Score, regress and suppress ``windows`` (N, 4) given every model's conv maps.
+
+        Everything after the conv maps runs in torch on the detector's device: pooling, the
+        heads as batched float32 matrix products (``heads.scoring``), box regression of the
+        windows above a class's score threshold only, and per-class NMS.
+        """
         if len(windows) == 0:
             return Detections.empty(image_id)
-        all_boxes, all_scores = [], []
-        pooled_by_key: dict[tuple, np.ndarray] = {}
-        for model in self.models:
+        timer, dev = self.timer, self.device
+        windows = np.asarray(windows, np.float64).reshape(-1, 4)
+        thresholds = torch.as_tensor(self.params.thresholds(len(self.classes)), dtype=torch.float32,
+                                     device=dev)
+        cand_boxes, cand_scores, cand_labels = [], [], []
+        pooled_by_key: dict[Any, torch.Tensor] = {}
+        window_t: torch.Tensor | None = None
+        for model, scorer in zip(self.models, self.scorers):
             key = feature_key(model.config)
             # Models with their own conv top pool on its output; the others share pooling.
             pool_key = key if model.conv_top is None else (key, id(model))
             if pool_key not in pooled_by_key:
-                pooled_by_key[pool_key] = model.pool(maps[key], windows, self.extractors[key])
-            scores, boxes = model.predict(pooled_by_key[pool_key], windows, bbox_reg=self.bbox_reg)
-            all_scores.append(scores)
-            all_boxes.append(boxes)
-        boxes, scores, labels = nms_per_class(np.concatenate(all_boxes), np.concatenate(all_scores),
-                                              self.params, image_hw)
-        return Detections(image_id, boxes, scores, labels)
+                with stage(timer, "pooling", dev):
+                    pooled_by_key[pool_key] = model.pool_tensor(maps[key], windows, self.extractors[key])
+            pooled = pooled_by_key[pool_key]
+            with stage(timer, "scoring", dev):
+                scores, hidden = scorer.scores(pooled)
+                rows, labels = torch.nonzero(scores > thresholds[None, :], as_tuple=True)
+            with stage(timer, "bbox_reg", dev):
+                if window_t is None:
+                    window_t = torch.as_tensor(windows, dtype=torch.float32, device=dev)
+                boxes = window_t.index_select(0, rows)
+                if self.bbox_reg and scorer.has_bbox_reg and rows.numel():
+                    # Regress only the windows with a class above its threshold.
+                    needed, inverse = torch.unique(rows, return_inverse=True)
+                    deltas = scorer.deltas(pooled, hidden, needed)
+                    assert deltas is not None
+                    boxes = apply_deltas(boxes, deltas[inverse, labels])
+            cand_boxes.append(boxes)
+            cand_scores.append(scores[rows, labels])
+            cand_labels.append(labels)
+        with stage(timer, "nms", dev):
+            boxes, scores, labels = suppress(torch.cat(cand_boxes), torch.cat(cand_scores),
+                                             torch.cat(cand_labels), self.params, image_hw)
+            return Detections(image_id, boxes.double().cpu().numpy(), scores.double().cpu().numpy(),
+                              labels.cpu().numpy())
 
 
-def proposer_for(proposals_config: dict[str, Any], method: str | None = None) -> Proposer:
+def proposer_for(proposals_config: dict[str, Any], method: str | None = None,
+                 max_boxes: int | None = None) -> Proposer:
     """The proposal method a model was trained with (or ``method``), as image -> boxes.
 
     The model records the proposal cache's method and parameters; those that configure the
     method (common options and the method's own keyword arguments) are passed back.
+    ``max_boxes`` overrides the number of boxes kept.
     """
     from proposals import create_method_from_params
 
     name = method or proposals_config.get("method") or "ss-fast"
     params = dict(proposals_config.get("params", {})) if method is None else {}
-    proposer = create_method_from_params(name, params)
-    return lambda image_bgr: proposer(image_bgr).boxes
+    if max_boxes is not None:
+        params["max_boxes"] = int(max_boxes)
+    return MethodProposer(create_method_from_params(name, params))
+
+
+class MethodProposer:
+    """A proposal method as image -> boxes (N, 4); OpenCV on one thread, as in the worker
+    processes of ``proposal_prefetch``, so that both give the same boxes."""
+
+    def __init__(self, method: Any) -> None:
+        self.method = method  # a proposals.ProposalMethod (picklable: workers get a copy)
+
+    def __call__(self, image_bgr: np.ndarray) -> np.ndarray:
+        from sppdet.proposal_prefetch import propose_serial
+
+        return propose_serial(self.method, image_bgr)
+
+
+def apply_preset(models: Sequence[DetectorModel], preset: str | None,
+                 method: str | None = None) -> Proposer | None:
+    """Run ``models`` at a preset's settings (``sppdet.presets``): their configs get the
+    preset's scales (in place); returns the preset's proposer (``method`` overrides its
+    proposal method), or None where the models' own proposal method applies."""
+    from sppdet.presets import get_preset, preset_config
+
+    p = get_preset(preset)
+    for m in models:
+        m.config = preset_config(m.config, p)
+    method = method or p.method
+    if method is None and p.max_boxes is None:
+        return None
+    return proposer_for(models[0].config.get("proposals", {}), method, p.max_boxes)
 
 
 def load_models(model_dirs: Sequence[str | os.PathLike], device: str | torch.device = "cpu"
@@ -257,8 +354,14 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
                    proposals_dir: str | os.PathLike | None = None,
                    features_dir: str | os.PathLike | None = None,
                    device: str | None = None, progress: bool = True, bbox_reg: bool = True,
+                   preset: str | None = None, workers: int = 0,
                    **param_overrides: Any) -> Iterator[Detections]:
-    """Detections for every image of ``dataset``, reusing proposal and feature caches if given."""
+    """Detections for every image of ``dataset``, reusing proposal and feature caches if given.
+
+    ``preset``: test-time settings (``sppdet.presets``). ``workers`` > 0: proposals not in
+    the cache are computed by that many worker processes ahead of the conv passes (same
+    detections as ``workers=0``, which computes them in this process).
+    """
     from tqdm import tqdm
 
     dirs = [model_dir] if isinstance(model_dir, (str, os.PathLike)) else list(model_dir)
@@ -267,8 +370,9 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
     if classes is not None and list(models[0].classes) != list(classes):
         raise ConfigMismatchError(f"{models[0].path}: the model's classes {models[0].classes} differ "
                                   f"from the data set's {list(classes)} (give the same --classes)")
+    proposer = apply_preset(models, preset)
     params = DetectionParams.from_model(models[0], **param_overrides)
-    detector = Detector(models, device, params, bbox_reg=bbox_reg)
+    detector = Detector(models, device, params, proposer=proposer, bbox_reg=bbox_reg)
     proposal_cache = feature_cache = None
     if proposals_dir is not None:
         from sppdet.features.proposal_files import ProposalFiles
@@ -277,6 +381,9 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
     if features_dir is not None:
         from sppdet.features.cache import FeatureCache
 
+        if preset not in (None, "model"):
+            raise SppdetError(f"--preset {preset} computes its own conv maps; drop --features "
+                              f"(the cache holds the model's own scales)")
         feature_cache = FeatureCache(features_dir)
         if len(detector.extractors) != 1:
             raise SppdetError("--features works with one feature configuration; "
@@ -284,19 +391,37 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
         key = next(iter(detector.extractors))
         # The cache must hold the maps the model was trained on (every feature setting).
         check_same(key.to_dict(), feature_cache.feature_config.to_dict(), f"feature cache {features_dir}")
-    for image_id in tqdm(dataset.ids, desc="detect", unit="img", disable=not progress):
-        image = None
-        if proposal_cache is not None and proposal_cache.has(image_id):
-            windows = proposal_cache.load(image_id)
-        else:
-            image = dataset.load_image(image_id)
-            windows = detector.proposer(image)
+
+    def items() -> Iterator[tuple[str, np.ndarray | None, bool]]:
+        """(id, image or None when both caches hold the image, whether proposals are needed)."""
+        for image_id in dataset.ids:
+            propose = proposal_cache is None or not proposal_cache.has(image_id)
+            need_image = propose or feature_cache is None or not feature_cache.has(image_id)
+            yield image_id, dataset.load_image(image_id) if need_image else None, propose
+
+    def stream() -> Iterator[tuple[str, np.ndarray | None, Callable[[], np.ndarray | None]]]:
+        """(id, image, get computed proposals or None): ahead of time in workers if asked."""
+        if workers > 0:
+            from sppdet.proposal_prefetch import prefetch
+
+            yield from prefetch(detector.proposal_method(), items(), workers)
+            return
+        for image_id, image, propose in items():
+            windows = detector.propose(image) if propose else None
+            yield image_id, image, lambda w=windows: w
+
+    for image_id, image, get_windows in tqdm(stream(), total=len(dataset.ids), desc="detect", unit="img",
+                                             disable=not progress):
         if feature_cache is not None and feature_cache.has(image_id):
             maps = {key: feature_cache.load_maps(image_id, detector.device)}
             hw = maps[key].image_hw
         else:
-            image = dataset.load_image(image_id) if image is None else image
+            assert image is not None
             maps = detector.conv_maps(image)
             hw = image.shape[:2]
+        windows = get_windows()
+        if windows is None:
+            assert proposal_cache is not None
+            windows = proposal_cache.load(image_id)
         yield detector.detect_windows(np.asarray(windows, np.float64).reshape(-1, 4), maps,
                                       (int(hw[0]), int(hw[1])), image_id)

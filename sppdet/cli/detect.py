@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
 import click
+import numpy as np
 
-from sppdet.cli.options import device_option
+from sppdet.cli.options import device_option, share_cores, speed_options
 from sppdet.data.voc import IMAGE_SUFFIXES, read_image
 from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU
 from sppdet.errors import DataError, SppdetError
@@ -47,10 +49,12 @@ def collect_images(inputs: tuple[Path, ...]) -> list[Path]:
                    f"{MAX_PER_IMAGE}).")
 @click.option("--proposals", "proposal_method", default=None,
               help="Proposal method (ss-fast, ss-quality, edgeboxes; default: the model's).")
+@speed_options
 @device_option
 def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], json_path: Path | None,
            draw_dir: Path | None, score_thresh: float | None, nms_iou: float | None,
-           max_per_image: int | None, proposal_method: str | None, device: str | None) -> None:
+           max_per_image: int | None, proposal_method: str | None, preset: str, workers: int,
+           device: str | None) -> None:
     """Detect objects in IMAGE files or folders of images.
 
     Boxes are (x1, y1, x2, y2) in the image's own pixels (continuous coordinates: a box
@@ -65,18 +69,30 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], json_path: Pa
         raise SppdetError("no images to detect in")
     detector = Detector.load(list(model_dirs) or None, device, score_threshold=score_thresh,
                              nms_iou=nms_iou, max_per_image=max_per_image,
-                             proposals=proposal_method)
+                             proposals=proposal_method, preset=preset)
     classes = detector.classes
     results, failed = [], []
-    for path in images:
-        try:
-            image = read_image(path)
-        except DataError as e:
-            click.secho(f"Skipped: {e}", fg="yellow", err=True)
-            failed.append({"image": str(path), "error": str(e)})
-            continue
-        result = DetectionResult.from_detections(detector.detect(image, image_id=path.stem), classes,
-                                                 image.shape[:2], str(path))
+
+    def readable() -> Iterator[tuple[Path, np.ndarray, bool]]:
+        for path in images:
+            try:
+                yield path, read_image(path), True
+            except DataError as e:
+                click.secho(f"Skipped: {e}", fg="yellow", err=True)
+                failed.append({"image": str(path), "error": str(e)})
+
+    if workers and len(images) > 1:
+        from sppdet.proposal_prefetch import prefetch
+
+        share_cores(workers)
+        stream: Iterable[tuple[Path, Any, Callable[[], Any]]] = prefetch(
+            detector.proposal_method(), readable(), workers)
+    else:
+        stream = ((p, im, lambda im=im: detector.propose(im)) for p, im, _ in readable())
+    for path, image, get_proposals in stream:
+        maps = detector.conv_maps(image)  # while the workers compute the next images' proposals
+        dets = detector.detect(image, image_id=path.stem, proposals=get_proposals(), maps=maps)
+        result = DetectionResult.from_detections(dets, classes, image.shape[:2], str(path))
         results.append(result.to_dict())
         found = ", ".join(f"{d.class_name} {d.score:.2f}" for d in list(result)[:8])
         more = f", ... ({len(result)} in all)" if len(result) > 8 else ""

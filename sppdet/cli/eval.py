@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from sppdet.cli.options import dataset_options, device_option
+from sppdet.cli.options import dataset_options, device_option, share_cores, speed_options
 from sppdet.data import COCODataset, VOCDataset
 from sppdet.distributed import rank_device, sharded_run
 
@@ -24,6 +24,7 @@ from sppdet.distributed import rank_device, sharded_run
 @click.option("--bbox-reg/--no-bbox-reg", default=True, show_default=True,
               help="With --model: apply the model's box regression.")
 @device_option
+@speed_options
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder: result files (with --model), eval_<split>.txt, pr_curves_<split>.png; "
                    "for a --coco data set also coco_results_<split>.json.")
@@ -40,7 +41,8 @@ from sppdet.distributed import rank_device, sharded_run
                    "instead of --model's (e.g. the same recipe retrained on all the data).")
 def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, model_dir: Path | None,
              proposals_dir: Path | None, features_dir: Path | None, bbox_reg: bool,
-             device: str | None, out_dir: Path | None, json_path: Path | None, coco_metrics: bool,
+             device: str | None, preset: str, workers: int, out_dir: Path | None,
+             json_path: Path | None, coco_metrics: bool,
              save_display_thresholds: bool, thresholds_dir: Path | None) -> None:
     """Evaluate detections of a split the VOC 2007 devkit way (11-point AP, IoU >= 0.5,
     difficult objects ignored), with the area AP and COCO AP@[0.5:0.95] beside it.
@@ -53,9 +55,12 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
 
     if thresholds_dir is not None and not save_display_thresholds:
         raise click.UsageError("--thresholds-into needs --save-display-thresholds")
-    if model_dir is None and (proposals_dir or features_dir or device or save_display_thresholds):
-        raise click.UsageError("--proposals, --features, --device and --save-display-thresholds "
-                               "only apply with --model")
+    if model_dir is None and (proposals_dir or features_dir or device or save_display_thresholds
+                              or preset != "model" or workers):
+        raise click.UsageError("--proposals, --features, --device, --preset, --workers and "
+                               "--save-display-thresholds only apply with --model")
+    if workers:
+        share_cores(workers)
     with sharded_run(device if model_dir is not None else "cpu") as ranks:
         if ranks.sharded and model_dir is not None:
             device = rank_device(device, ranks)
@@ -64,6 +69,7 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
         report = evaluate(dataset, model_dir=model_dir, detections_dir=detections_dir,
                           proposals_dir=proposals_dir, features_dir=features_dir, device=device,
                           bbox_reg=bbox_reg, out_dir=out_dir, coco_metrics=coco_metrics,
+                          preset=None if preset == "model" else preset, workers=workers,
                           ranks=ranks if ranks.sharded else None)
     if report is None:
         return  # not rank 0: rank 0 evaluated everything once

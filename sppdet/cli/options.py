@@ -89,3 +89,27 @@ def default_of(cls: type, name: str) -> Any:
                 return f.default_factory()
             break
     raise AttributeError(f"{cls.__name__} has no field {name!r} with a default")
+
+
+def speed_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --preset NAME (sppdet.presets) and --workers N (proposal worker processes)."""
+    from sppdet.presets import PRESETS
+
+    func = click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+                        help="Compute proposals in N worker processes ahead of the conv passes "
+                             "(same results; on 2 cores, 1 worker keeps both busy).")(func)
+    choices = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
+    return click.option("--preset", type=click.Choice(list(PRESETS)), default="model", show_default=True,
+                        help=f"Test-time speed/accuracy settings ({choices}). See README, Speed.")(func)
+
+
+def share_cores(workers: int) -> None:
+    """Leave ``workers`` cores to the proposal workers: torch gets the other cores (at least
+    one). Intra-op threads that share a core with a busy worker wait at every barrier."""
+    import os
+
+    import torch
+
+    free = max(1, (os.cpu_count() or 1) - workers)
+    if torch.get_num_threads() > free:
+        torch.set_num_threads(free)

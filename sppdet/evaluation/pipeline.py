@@ -206,6 +206,8 @@ def evaluate(
     out_dir: str | os.PathLike | None = None,
     coco_metrics: bool = True,
     progress: bool = True,
+    preset: str | None = None,
+    workers: int = 0,
     ranks: Ranks | None = None,
 ) -> EvalReport | None:
     """Evaluate a model (or existing devkit result files) on a data set, the VOC 2007 devkit
@@ -224,6 +226,9 @@ def evaluate(
         coco_metrics: also compute the COCO metrics (pycocotools; for a COCO data set
             against the file's own ground truth: areas, crowd regions).
         progress: show progress bars.
+        preset: with ``model_dir``, test-time settings (``sppdet.presets``: "model", "fast").
+        workers: with ``model_dir``, compute proposals in this many worker processes ahead
+            of the conv passes (0: in this process; same detections either way).
         ranks: in a sharded run (:mod:`sppdet.distributed`), each rank detects in its share
             of the images and rank 0 evaluates everything; the other ranks get None.
 
@@ -240,10 +245,12 @@ def evaluate(
     detect_kwargs: dict[str, Any] = {}
     if model_dir is not None:
         detect_kwargs = {"proposals_dir": proposals_dir, "features_dir": features_dir, "device": device,
-                         "bbox_reg": bbox_reg, "progress": progress}
-    elif proposals_dir or features_dir or device:
-        raise ArgumentError("proposals_dir, features_dir and device (--proposals, --features, "
-                            "--device) only apply with a model (--model)")
+                         "bbox_reg": bbox_reg, "progress": progress, "preset": preset,
+                         "workers": workers}
+    elif proposals_dir or features_dir or device or preset or workers:
+        raise ArgumentError("proposals_dir, features_dir, device, preset and workers (--proposals, "
+                            "--features, --device, --preset, --workers) only apply with a model "
+                            "(--model)")
     dets = load_or_run_detections(dataset, split_name, detections_dir=detections_dir,
                                   model_dir=model_dir, out_dir=out_dir, ranks=ranks, **detect_kwargs)
     if dets is None:

@@ -1,0 +1,179 @@
+"""Seconds per image of the whole detection system, per stage, against torchvision's CPU detectors.
+
+In one process, after warm-up, on real VOC 2007 images (the first ``--images`` of a split):
+- the shipped model at its own settings (``--preset model``: selective search fast, five
+  scales) and in the fast preset (``--preset fast``), for each of ``--threads``; stages
+  from the detector's timing hook (``sppdet.timing.StageTimer``): proposals, conv, pooling,
+  scoring (fc layers + SVMs / softmax), bbox_reg, nms; evaluation's score threshold (-1.5);
+- torchvision's ``fasterrcnn_mobilenet_v3_large_fpn`` and ``..._320_fpn`` (random
+  initialisation: weights=None, weights_backbone=None; speed does not depend on weights),
+  same images and threads, whole forward pass;
+- with ``--overlap-images N``: ``detect_dataset`` (what ``sppdet eval --model`` runs) over
+  the first N images serially (``--workers 0``, all threads) and with one proposal worker
+  (``--workers 1``, torch on the other cores), detections checked identical.
+
+Prints JSON and writes ``--out`` (default benchmarks/results/detect_speed.json). Skips with a
+message when the VOC data is absent.
+
+    TORCH_HOME=../shared/weights python benchmarks/detect_speed.py --images 20 --threads 1 2 \\
+        --overlap-images 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sppdet.data import VOCDataset
+from sppdet.detector import DetectionParams, Detector, apply_preset, detect_dataset, load_models
+from sppdet.models import shipped_model_dir
+from sppdet.perf import tune_allocator
+from sppdet.timing import STAGES, StageTimer
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_VOC = REPO.parent / "shared" / "data" / "VOCdevkit" / "VOC2007"
+POST_CONV = ("pooling", "scoring", "bbox_reg", "nms")
+
+
+def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = rows[0].keys()
+    out = {f"{k}_mean": round(statistics.fmean(r[k] for r in rows), 4) for k in keys}
+    out.update({f"{k}_median": round(statistics.median(r[k] for r in rows), 4) for k in keys})
+    return out
+
+
+def time_sppdet(images: list[tuple[str, np.ndarray]], preset: str, device: str, warmup: int) -> dict:
+    models = load_models([shipped_model_dir()])
+    proposer = apply_preset(models, preset)
+    # Evaluation's threshold (-1.5): the most windows to regress and suppress.
+    detector = Detector(models, device, DetectionParams.from_model(models[0]), proposer)
+    timer = StageTimer()
+    detector.timer = timer
+    for image_id, image in images[:warmup]:
+        detector.detect(image, image_id)
+    rows = []
+    for image_id, image in images:
+        timer.reset()
+        start = time.perf_counter()
+        proposals = detector.propose(image)
+        dets = detector.detect(image, image_id, proposals=proposals)
+        if detector.device.type == "cuda":
+            torch.cuda.synchronize()
+        row = {s: timer.seconds.get(s, 0.0) for s in STAGES}
+        row["post_conv"] = sum(row[s] for s in POST_CONV)
+        row["total"] = time.perf_counter() - start
+        row["windows"] = float(len(proposals))
+        row["detections"] = float(len(dets.scores))
+        rows.append(row)
+    return {"preset": preset, "scales": models[0].config["scales"], **summarise(rows)}
+
+
+def time_torchvision(name: str, images: list[tuple[str, np.ndarray]], device: str, warmup: int) -> dict:
+    import torchvision
+
+    model = getattr(torchvision.models.detection, name)(weights=None, weights_backbone=None).eval().to(device)
+    tensors = [torch.from_numpy(np.ascontiguousarray(im[:, :, ::-1])).permute(2, 0, 1).float().div(255)
+               for _, im in images]
+    times = []
+    with torch.inference_mode():
+        for x in tensors[:warmup]:
+            model([x.to(device)])
+        for x in tensors:
+            start = time.perf_counter()
+            model([x.to(device)])
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return {"model": name, "total_mean": round(statistics.fmean(times), 4),
+            "total_median": round(statistics.median(times), 4)}
+
+
+def time_overlap(voc: Path, split: str, n: int, device: str, threads: int, preset: str) -> dict:
+    from sppdet.cli.options import share_cores
+
+    out: dict = {"images": n, "preset": preset}
+    dets = {}
+    for workers in (0, 1):
+        torch.set_num_threads(threads)
+        if workers:
+            share_cores(workers)
+        ds = VOCDataset(voc, split=split, limit=n)
+        start = time.perf_counter()
+        dets[workers] = list(detect_dataset(shipped_model_dir(), ds, device=device, progress=False,
+                                            preset=preset, workers=workers))
+        seconds = time.perf_counter() - start
+        out[f"workers{workers}_s"] = round(seconds, 2)
+        out[f"workers{workers}_images_per_s"] = round(n / seconds, 4)
+        out[f"workers{workers}_torch_threads"] = torch.get_num_threads()
+    out["speedup"] = round(out["workers1_images_per_s"] / out["workers0_images_per_s"], 3)
+    out["identical"] = all(np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+                           and np.array_equal(a.labels, b.labels) for a, b in zip(dets[0], dets[1]))
+    torch.set_num_threads(threads)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--voc", type=Path, default=DEFAULT_VOC)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--images", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--presets", nargs="+", default=["model", "fast"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-torchvision", action="store_true")
+    ap.add_argument("--overlap-images", type=int, default=0)
+    ap.add_argument("--overlap-preset", default="model")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "detect_speed.json")
+    args = ap.parse_args()
+    if not (args.voc / "JPEGImages").is_dir():
+        print(f"skipped: VOC 2007 not found at {args.voc} (give --voc VOCdevkit/VOC2007)")
+        sys.exit(0)
+    tune_allocator()
+    ds = VOCDataset(args.voc, split=args.split, limit=args.images)
+    images = [(i, ds.load_image(i)) for i in ds.ids]
+    result: dict = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                    "load_average_start": os.getloadavg(), "torch": torch.__version__,
+                    "device": args.device, "images": len(images), "split": args.split,
+                    "warmup": args.warmup, "runs": []}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for preset in args.presets:
+            row = {"threads": threads, **time_sppdet(images, preset, args.device, args.warmup)}
+            result["runs"].append(row)
+            print(json.dumps(row), flush=True)
+        if not args.no_torchvision:
+            for name in ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn"):
+                row = {"threads": threads, **time_torchvision(name, images, args.device, args.warmup)}
+                result["runs"].append(row)
+                print(json.dumps(row), flush=True)
+    if args.overlap_images:
+        result["overlap"] = time_overlap(args.voc, args.split, args.overlap_images, args.device,
+                                         max(args.threads), args.overlap_preset)
+    result["load_average_end"] = os.getloadavg()
+    ratios = {}
+    for threads in args.threads:
+        runs = {r.get("preset", r.get("model")): r for r in result["runs"] if r["threads"] == threads}
+        tv = runs.get("fasterrcnn_mobilenet_v3_large_fpn")
+        if tv and "fast" in runs:
+            ratios[f"fast_vs_frcnn_large_fpn_{threads}t"] = round(tv["total_mean"] / runs["fast"]["total_mean"], 3)
+        if "fast" in runs:
+            f = runs["fast"]
+            ratios[f"fast_pooling_over_conv_{threads}t"] = round(f["pooling_mean"] / f["conv_mean"], 4)
+    result["ratios"] = ratios
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Proposals in worker processes, computed ahead of the conv passes of a stream of images.
+
+``prefetch(method, items, workers)`` takes (key, image) pairs in order and yields
+(key, image, boxes_getter) in the same order, with the proposals of the next few images
+already being computed by ``workers`` processes while the caller runs the conv layers on
+the current one: on a 2-core machine, proposals on one core and the network on the other.
+Every worker runs the same proposal method object (pickled to it) with OpenCV on one thread
+(as ``sppdet proposals`` does), so the boxes equal a serial run's.
+
+Imports no torch: the spawned workers start quickly.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import cv2
+import numpy as np
+from proposals.threads import opencv_threads
+
+from sppdet.errors import SppdetError
+
+K = TypeVar("K")
+_state: dict[str, Any] = {}
+
+
+def _exit_with_parent(parent_pid: int, period: float = 1.0) -> None:
+    """Worker thread: end this process once its parent is gone."""
+    while True:
+        time.sleep(period)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def _init(method: Callable[[np.ndarray], Any], parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+    _state["method"] = method
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _propose(image_bgr: np.ndarray) -> np.ndarray:
+    return np.asarray(_state["method"](image_bgr).boxes)
+
+
+def propose_serial(method: Callable[[np.ndarray], Any], image_bgr: np.ndarray) -> np.ndarray:
+    """The boxes of ``method`` on one image in this process, OpenCV on one thread (as in a worker)."""
+    with opencv_threads(1):
+        return np.asarray(method(image_bgr).boxes)
+
+
+class WorkerDiedError(SppdetError):
+    """A proposal worker process died (killed by the system, e.g. out of memory)."""
+
+
+def prefetch(method: Callable[[np.ndarray], Any], items: Iterable[tuple[K, np.ndarray | None, bool]],
+             workers: int, ahead: int | None = None
+             ) -> Iterator[tuple[K, np.ndarray | None, Callable[[], np.ndarray | None]]]:
+    """Yield (key, image, get_boxes) for every (key, image, wanted) of ``items``, in order,
+    while ``workers`` processes compute the proposals of up to ``ahead`` (default
+    2 x workers) images ahead. ``get_boxes()`` waits for that image's boxes; it returns None
+    for an item with ``wanted`` False (no proposals computed: e.g. they are cached)."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    ahead = max(1, 2 * workers if ahead is None else ahead)
+    executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init,
+                                   initargs=(method, os.getpid()))
+    pending: deque[tuple[K, np.ndarray | None, Future | None]] = deque()
+    source = iter(items)
+
+    def fill() -> None:
+        while len(pending) < ahead:
+            try:
+                key, image, wanted = next(source)
+            except StopIteration:
+                return
+            job = executor.submit(_propose, image) if wanted and image is not None else None
+            pending.append((key, image, job))
+
+    def getter(key: K, future: Future | None) -> Callable[[], np.ndarray | None]:
+        def get() -> np.ndarray | None:
+            if future is None:
+                return None
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                raise WorkerDiedError(f"a proposal worker process died (killed by the system, e.g. "
+                                      f"out of memory) while working on {key}; run again with "
+                                      f"fewer --workers") from None
+        return get
+
+    try:
+        fill()
+        while pending:
+            key, image, future = pending.popleft()
+            fill()  # keep the workers busy while the caller works on this image
+            yield key, image, getter(key, future)
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)

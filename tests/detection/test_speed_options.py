@@ -1,0 +1,95 @@
+"""Proposal workers (results identical to the serial run), the fast preset, the timing hook."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sppdet.detector import Detector, apply_preset, detect_dataset, load_models
+from sppdet.errors import ArgumentError, SppdetError
+from sppdet.heads.model_dir import save_model
+from sppdet.presets import PRESETS, get_preset, preset_config
+from sppdet.timing import STAGES, StageTimer
+from tests.detection.test_detector import random_model
+
+
+def _same(a, b):
+    assert [d.image_id for d in a] == [d.image_id for d in b]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.boxes, y.boxes)
+        np.testing.assert_array_equal(x.scores, y.scores)
+        np.testing.assert_array_equal(x.labels, y.labels)
+
+
+def test_detect_dataset_workers_identical_to_serial(make_voc, tmp_path):
+    from sppdet.data import VOCDataset
+
+    root = make_voc(n_images=5, size=(200, 150))
+    model = random_model(96 * 50, 0)
+    model.config["test"] = {"score_threshold": -1.5, "nms_iou": 0.3, "max_per_image": 100}
+    save_model(tmp_path / "m", model)
+    ds = VOCDataset(root, split="train")
+    serial = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False))
+    parallel = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False, workers=2))
+    assert sum(len(d.scores) for d in serial) > 0
+    _same(serial, parallel)
+
+
+def test_detect_cli_workers_identical_to_serial(tmp_path):
+    import cv2
+
+    save_model(tmp_path / "m", random_model(96 * 50, 0))
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        cv2.imwrite(str(tmp_path / f"im{k}.jpg"), rng.integers(0, 255, (90 + 10 * k, 120, 3), dtype=np.uint8))
+    (tmp_path / "im9.jpg").write_bytes(b"not an image")
+    outs = []
+    for workers in ("0", "1"):
+        out = tmp_path / f"d{workers}.json"
+        cmd = [sys.executable, "-m", "sppdet", "detect", str(tmp_path / "im0.jpg"), str(tmp_path / "im9.jpg"),
+               str(tmp_path / "im1.jpg"), str(tmp_path / "im2.jpg"), "--model", str(tmp_path / "m"),
+               "--json", str(out), "--score-thresh", "-1e9", "--workers", workers]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert "im9.jpg: cannot decode image" in result.stderr
+        outs.append(json.loads(out.read_text()))
+    assert [e["image"] for e in outs[0]["images"]] == [e["image"] for e in outs[1]["images"]]
+    assert len(outs[0]["images"]) == 3 and outs[0]["images"] == outs[1]["images"]
+
+
+def test_fast_preset_settings_and_errors():
+    from sppdet.models import shipped_model_dir
+
+    models = load_models([shipped_model_dir()])
+    proposer = apply_preset(models, "fast")
+    fast = PRESETS["fast"]
+    assert models[0].config["scales"] == list(fast.scales) == [688]
+    assert proposer.method.name == "edgeboxes" and proposer.method.common.max_boxes == 1000
+    detector = Detector(models, "cpu", proposer=proposer)
+    assert next(iter(detector.extractors.values())).scales == (688,)
+    assert apply_preset(load_models([shipped_model_dir()]), "model") is None
+    assert get_preset(None).name == "model"
+    with pytest.raises(ArgumentError, match="unknown preset 'turbo'"):
+        get_preset("turbo")
+    with pytest.raises(ArgumentError, match="not trained at"):
+        preset_config({"scales": [480, 576]}, fast)
+
+
+def test_timer_records_every_stage():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    timer = StageTimer()
+    detector = Detector([random_model(96 * 50, 1)], "cpu", timer=timer)
+    detector.detect(image)
+    assert set(timer.seconds) == set(STAGES)
+    assert all(timer.calls[s] == 1 for s in STAGES) and timer.total() > 0
+
+
+def test_workers_need_a_registered_method():
+    detector = Detector([random_model(96 * 50, 1)], "cpu", proposer=lambda im: np.zeros((0, 4)))
+    with pytest.raises(SppdetError, match="registered proposal method"):
+        detector.proposal_method()
