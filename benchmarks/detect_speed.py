@@ -15,7 +15,7 @@ In one process, after warm-up, on real VOC 2007 images (the first ``--images`` o
 Prints JSON and writes ``--out`` (default benchmarks/results/detect_speed.json). Skips with a
 message when the VOC data is absent.
 
-    TORCH_HOME=../shared/weights python benchmarks/detect_speed.py --images 20 --threads 1 2 \\
+    TORCH_HOME=../shared/weights python -m benchmarks.detect_speed --images 20 --threads 1 2 \\
         --overlap-images 100
 """
 
