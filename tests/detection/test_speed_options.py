@@ -14,7 +14,7 @@ from sppdet.errors import ArgumentError, SppdetError
 from sppdet.heads.model_dir import save_model
 from sppdet.presets import PRESETS, get_preset, preset_config
 from sppdet.timing import STAGES, StageTimer
-from tests.detection.test_detector import random_model
+from tests.detection.test_detector import CLASSES, random_model
 
 
 def _same(a, b):
@@ -28,11 +28,11 @@ def _same(a, b):
 def test_detect_dataset_workers_identical_to_serial(make_voc, tmp_path):
     from sppdet.data import VOCDataset
 
-    root = make_voc(n_images=5, size=(200, 150))
+    root = make_voc(n_images=5, size=(200, 150), classes=tuple(CLASSES))
     model = random_model(96 * 50, 0)
     model.config["test"] = {"score_threshold": -1.5, "nms_iou": 0.3, "max_per_image": 100}
     save_model(tmp_path / "m", model)
-    ds = VOCDataset(root, split="train")
+    ds = VOCDataset(root, split="train", classes=CLASSES)
     serial = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False))
     parallel = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False, workers=2))
     assert sum(len(d.scores) for d in serial) > 0
@@ -42,23 +42,32 @@ def test_detect_dataset_workers_identical_to_serial(make_voc, tmp_path):
 def test_detect_cli_workers_identical_to_serial(tmp_path):
     import cv2
 
+    from sppdet.data import read_image
+    from sppdet.result import DetectionResult
+
     save_model(tmp_path / "m", random_model(96 * 50, 0))
     rng = np.random.default_rng(0)
-    for k in range(3):
-        cv2.imwrite(str(tmp_path / f"im{k}.jpg"), rng.integers(0, 255, (90 + 10 * k, 120, 3), dtype=np.uint8))
+    paths = [tmp_path / f"im{k}.jpg" for k in range(3)]
+    for k, path in enumerate(paths):
+        cv2.imwrite(str(path), rng.integers(0, 255, (90 + 10 * k, 120, 3), dtype=np.uint8))
     (tmp_path / "im9.jpg").write_bytes(b"not an image")
-    outs = []
-    for workers in ("0", "1"):
-        out = tmp_path / f"d{workers}.json"
-        cmd = [sys.executable, "-m", "sppdet", "detect", str(tmp_path / "im0.jpg"), str(tmp_path / "im9.jpg"),
-               str(tmp_path / "im1.jpg"), str(tmp_path / "im2.jpg"), "--model", str(tmp_path / "m"),
-               "--json", str(out), "--score-thresh", "-1e9", "--workers", workers]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        assert "im9.jpg: cannot decode image" in result.stderr
-        outs.append(json.loads(out.read_text()))
-    assert [e["image"] for e in outs[0]["images"]] == [e["image"] for e in outs[1]["images"]]
-    assert len(outs[0]["images"]) == 3 and outs[0]["images"] == outs[1]["images"]
+    out = tmp_path / "d.json"
+    cmd = [sys.executable, "-m", "sppdet", "detect", str(paths[0]), str(tmp_path / "im9.jpg"),
+           str(paths[1]), str(paths[2]), "--model", str(tmp_path / "m"), "--json", str(out),
+           "--score-thresh", "-1e9", "--workers", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "im9.jpg: cannot decode image" in result.stderr
+    got = json.loads(out.read_text())["images"]
+    # The serial reference, in this process.
+    detector = Detector.load(tmp_path / "m", "cpu", score_threshold=-1e9)
+    want = []
+    for path in paths:
+        image = read_image(path)
+        dets = detector.detect(image, path.stem)
+        want.append(json.loads(json.dumps(DetectionResult.from_detections(
+            dets, detector.classes, image.shape[:2], str(path)).to_dict())))
+    assert len(got) == 3 and got == want
 
 
 def test_fast_preset_settings_and_errors():
