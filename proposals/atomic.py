@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,7 +26,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     on failure delete it. Readers never see a half-written file under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    # The writer's pid in the name lets a later run tell a killed run's leftovers from files
+    # another process is writing (``remove_stale_temporaries``).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -54,3 +57,31 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write pretty-printed JSON."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _writer_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of killed runs in ``directory`` (``.NAME.PID-XXXX.tmp``
+    whose writer process is gone, and names without a pid, which older versions wrote);
+    returns them. Temporary files of running writers are left alone."""
+    removed = []
+    for tmp in Path(directory).glob(f".*{TMP_SUFFIX}"):
+        m = re.search(r"\.(\d+)-[^.]*\.tmp$", tmp.name)
+        try:
+            if m is None or not _writer_alive(int(m.group(1))):
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    return removed

@@ -7,25 +7,29 @@ Layout (the contract read by the feature, training and test steps)::
                          inside the image, best first; scores float32 (N,);
                          image_hw int32 (2,) the image's height and width
 
-Every file is written atomically, so a file under its final name is always complete, and
-a resumed run only has to skip the ids whose file exists. One writer per directory.
+Every file is written atomically, so a killed run leaves no partial file under a final
+name; a resumed run still checks each existing file cheaply (``problem``: a full disk or a
+copy cut short can damage one) and recomputes damaged ones. One writer per directory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from proposals.atomic import TMP_SUFFIX, save_json, save_npz
+from proposals.atomic import remove_stale_temporaries, save_json, save_npz
 from proposals.errors import CacheMismatchError, CacheMissingError, ProposalError
+from proposals.npz_files import npz_problem
 from proposals.postprocess import Proposals
 
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
+REQUIRED_ARRAYS = ("boxes", "scores")  # image_hw too, in files of this version
 
 
 def _canonical(obj: Any) -> Any:
@@ -67,8 +71,7 @@ class ProposalCache:
                                          f"refusing to mix them with new proposals")
             save_json(meta_path, meta)
             cache._meta = meta
-        for stale in cache.root.glob(f".*{TMP_SUFFIX}"):
-            stale.unlink(missing_ok=True)
+        remove_stale_temporaries(cache.root)  # of killed runs; a running writer's are kept
         return cache
 
     def save(self, image_id: str, proposals: Proposals, image_hw: tuple[int, int]) -> Path:
@@ -114,16 +117,23 @@ class ProposalCache:
     def has(self, image_id: str) -> bool:
         return self.path(image_id).is_file()
 
+    def problem(self, image_id: str) -> str | None:
+        """Why this image's file is damaged (empty, truncated, arrays missing), or None when
+        it is complete; reads only the file's zip directory (``npz_files.npz_problem``)."""
+        return npz_problem(self.path(image_id), REQUIRED_ARRAYS)
+
     def ids(self) -> list[str]:
         """Ids of every image with a finished file, sorted."""
         return sorted(p.stem for p in self.root.glob("*.npz") if not p.name.startswith("."))
 
-    def load(self, image_id: str) -> np.ndarray:
-        """Boxes (N, 4) float32, internal convention, original pixels, best first."""
-        return self.load_proposals(image_id).boxes
+    def load(self, image_id: str, image_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """Boxes (N, 4) float32, internal convention, original pixels, best first;
+        ``image_hw`` (height, width): the image they are for must have that size."""
+        return self.load_proposals(image_id, image_hw).boxes
 
-    def load_proposals(self, image_id: str) -> Proposals:
-        """Boxes and scores of one image."""
+    def load_proposals(self, image_id: str, image_hw: tuple[int, int] | None = None) -> Proposals:
+        """Boxes and scores of one image. With ``image_hw``, the size recorded with them must
+        match (``ProposalError`` otherwise: boxes of another image size would be wrong)."""
         self.meta  # noqa: B018  (fail early, and clearly, on a directory that is not a cache)
         path = self.path(image_id)
         if not path.is_file():
@@ -133,8 +143,15 @@ class ProposalCache:
             with np.load(path, allow_pickle=False) as data:
                 boxes = data["boxes"].astype(np.float32).reshape(-1, 4)
                 scores = data["scores"].astype(np.float32).reshape(-1)
-        except (OSError, ValueError, KeyError) as e:
-            raise ProposalError(f"{path}: unreadable proposal file ({e}); delete it and rerun") from None
+                recorded = tuple(int(v) for v in data["image_hw"]) if "image_hw" in data.files else None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise ProposalError(f"{path}: unreadable proposal file, damaged ({type(e).__name__}: "
+                                f"{e}); run `sppdet proposals` again to recompute it") from None
+        if image_hw is not None and recorded is not None and recorded != tuple(int(v) for v in image_hw):
+            raise ProposalError(
+                f"{path}: proposals of a {recorded[1]}x{recorded[0]} image (width x height), but "
+                f"image {image_id!r} is {int(image_hw[1])}x{int(image_hw[0])}; they were computed "
+                f"from another image: compute proposals for these images into another folder")
         return Proposals(boxes=boxes, scores=scores)
 
 

@@ -1,7 +1,8 @@
 """Compute and cache the proposals of many images with worker processes.
 
-Images whose file already exists are skipped (files are written atomically, so an
-existing file is complete): an interrupted run resumes where it stopped. A failing image
+Images whose file already exists and is complete are skipped (files are written
+atomically; a damaged one, e.g. cut short by a full disk, is reported and recomputed): an
+interrupted run resumes where it stopped. A failing image
 (missing, corrupt, ...) is reported with its reason and the run goes on with the rest.
 Each worker runs OpenCV on one thread and ignores Ctrl-C; the parent stops the pool. A
 worker that dies (killed for memory, say) ends the run with ``WorkerDiedError`` naming the
@@ -55,6 +56,7 @@ class RunSummary:
     done: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    damaged: list[tuple[str, str]] = field(default_factory=list)  # found damaged, recomputed
     seconds: list[float] = field(default_factory=list)
     boxes: list[int] = field(default_factory=list)
     wall_seconds: float = 0.0
@@ -74,6 +76,7 @@ class RunSummary:
             "skipped": self.skipped,
             "failed": len(self.failed),
             "failures": [{"image_id": i, "reason": r} for i, r in self.failed],
+            "damaged": [{"image_id": i, "reason": r} for i, r in self.damaged],
             "median_seconds_per_image": statistics.median(self.seconds) if self.seconds else None,
             "mean_boxes_per_image": statistics.fmean(self.boxes) if self.boxes else None,
             "wall_seconds": round(self.wall_seconds, 3),
@@ -203,8 +206,15 @@ def run_proposals(
         raise ProposalError(f"duplicate image ids: {', '.join(dup)}")
     if cache is None:
         cache = ProposalCache.create(out_dir, method.name, method.params)
-    todo = [x for x in items if not cache.has(x[0])]
-    summary = RunSummary(total=len(items), skipped=len(items) - len(todo))
+    todo, damaged = [], []
+    for item in items:
+        problem = cache.problem(item[0]) if cache.has(item[0]) else ""
+        if problem is None:
+            continue  # complete: skipped
+        if problem:
+            damaged.append((item[0], f"{cache.path(item[0])}: {problem}"))
+        todo.append(item)
+    summary = RunSummary(total=len(items), skipped=len(items) - len(todo), damaged=damaged)
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"proposals {method.name}", unit="img", disable=not progress,

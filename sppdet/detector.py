@@ -422,6 +422,6 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
         windows = get_windows()
         if windows is None:
             assert proposal_cache is not None
-            windows = proposal_cache.load(image_id)
+            windows = proposal_cache.load(image_id, image_hw=(int(hw[0]), int(hw[1])))
         yield detector.detect_windows(np.asarray(windows, np.float64).reshape(-1, 4), maps,
                                       (int(hw[0]), int(hw[1])), image_id)

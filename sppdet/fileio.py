@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from proposals.atomic import atomic_path, save_json, save_npz
+from proposals.atomic import atomic_path, remove_stale_temporaries, save_json, save_npz
 
-__all__ = ["atomic_path", "load_json", "save_json", "save_npz"]
+__all__ = ["atomic_path", "load_json", "remove_stale_temporaries", "save_json", "save_npz"]
 
 
 def load_json(path: str | os.PathLike) -> Any:

@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning library errors into one clear line."""
     try:
         cli.main(args=argv, standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:
+        if isinstance(e.__cause__ or e.__context__, EOFError):  # click's Abort for an EOFError
+            _fail(f"a file ended unexpectedly (damaged or truncated): {e.__cause__ or e.__context__}")
         # click turns Ctrl-C into Abort; finished files are complete (atomic writes).
         click.echo("\nInterrupted: finished files are kept; run the same command again to resume.",
                    err=True)
@@ -91,13 +93,36 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except SppdetError as e:
-        click.secho(f"Error: {e}", fg="red", err=True)
-        sys.exit(1)
-    except Exception as e:
-        # The proposals package's errors carry a message for the user too (file and reason);
-        # it is imported only by the commands that use it.
-        errors = sys.modules.get("proposals.errors")
-        if errors is None or not isinstance(e, errors.ProposalError):
+        _fail(str(e))
+    except Exception as e:  # noqa: BLE001 - the user's data or machine, not a bug: one line
+        message = _user_problem(e)
+        if message is None:
             raise
-        click.secho(f"Error: {e}", fg="red", err=True)
-        sys.exit(1)
+        _fail(message)
+
+
+def _fail(message: str) -> None:
+    click.secho(f"Error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+def _user_problem(e: Exception) -> str | None:
+    """One line for errors that come from the user's files or machine (None: a bug, which
+    keeps its traceback)."""
+    import errno
+    import zipfile
+
+    from proposals.errors import ProposalError
+
+    if isinstance(e, ProposalError):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the disk{f' writing {e.filename}' if e.filename else ''}; "
+                f"finished files are kept: free some space and run the same command again")
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or e}"
+    if isinstance(e, UnicodeDecodeError):
+        return f"a text file is not valid UTF-8 ({e}); save it as UTF-8"
+    if isinstance(e, (zipfile.BadZipFile, EOFError)):
+        return f"a damaged or truncated .npz file ({type(e).__name__}: {e})"
+    return None

@@ -71,6 +71,10 @@ def extract(dataset: VOCDataset, proposals_dir: Path, out_dir: Path, backbone: s
     if summary is None:
         return  # not rank 0: rank 0 reports for all
     cached, on_disk = summary.pop("cached_images"), summary["bytes_on_disk"]
+    for line in summary["damaged"][:20]:
+        click.echo(f"damaged cache file, recomputed: {line}", err=True)
+    if len(summary["damaged"]) > 20:
+        click.echo(f"... and {len(summary['damaged']) - 20} more damaged cache files", err=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

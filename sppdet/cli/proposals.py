@@ -18,7 +18,7 @@ MAX_LISTED_FAILURES = 20
 
 @click.command("proposals")
 @dataset_options
-@click.option("--method", required=True, type=click.Choice(available_methods()),
+@click.option("--method", default="ss-fast", show_default=True, type=click.Choice(available_methods()),
               help="Selective search (ss-fast, ss-quality) or EdgeBoxes (see docs/proposals.md).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Cache directory: meta.json plus one <image_id>.npz per image.")
@@ -88,6 +88,8 @@ def proposals_cmd(dataset: VOCDataset, method: str, out_dir: Path, workers: int 
         click.echo(f"  {report['median_seconds_per_image']:.2f} s per image (median, one worker), "
                    f"{report['mean_boxes_per_image']:.0f} boxes per image (mean), "
                    f"{summary.wall_seconds:.0f} s in all")
+    for image_id, reason in summary.damaged[:MAX_LISTED_FAILURES]:
+        click.echo(f"  recomputed damaged file of {image_id}: {reason}")
     for image_id, reason in summary.failed[:MAX_LISTED_FAILURES]:
         click.echo(f"  failed {image_id}: {reason}")
     if len(summary.failed) > MAX_LISTED_FAILURES:

@@ -15,9 +15,11 @@ about 100 MB (2,000 windows x 12,800 floats).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,12 +27,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from proposals.npz_files import npz_problem
 from sppdet import __version__
 from sppdet.errors import ConfigMismatchError, DataError
 from sppdet.features.config import FeatureConfig, describe_differences, differing_keys
 from sppdet.features.extractor import FeatureMaps, pool_windows
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
-from sppdet.fileio import load_json, save_json, save_npz
+from sppdet.fileio import load_json, remove_stale_temporaries, save_npz
 
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -41,6 +44,29 @@ def config_hash(config: dict[str, Any]) -> str:
     """Short stable digest of a configuration (sorted-key JSON)."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _create_exclusively(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` only if no file is there, atomically: written whole under a
+    temporary name, then hard-linked to ``path`` (which fails if it exists). Of two
+    processes creating the same cache, one wins and the other then reads and checks it."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links on this file system: exclusive create, then write
+            with contextlib.suppress(FileExistsError):
+                with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "w") as f:
+                    f.write(text)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def _check_image_id(image_id: str) -> str:
@@ -82,20 +108,20 @@ class FeatureCache:
         """
         directory = Path(directory)
         config = json.loads(json.dumps(config))  # plain JSON types, as stored
-        if (directory / MANIFEST).exists():
-            cache = cls(directory)
-            cache.check(config)
-            return cache
-        missing = [k for k in REQUIRED_KEYS if k not in config]
-        if missing:
-            raise ValueError(f"cache config lacks {', '.join(missing)}")
-        if directory.exists() and any(directory.glob("*.npz")):
-            raise DataError(f"{directory}: holds .npz files but no {MANIFEST}; choose an empty folder")
-        directory.mkdir(parents=True, exist_ok=True)
-        save_json(directory / MANIFEST, {"format": CACHE_FORMAT, "config": config,
-                                         "hash": config_hash(config), "levels": list(levels),
-                                         "sppdet": __version__})
-        return cls(directory)
+        if not (directory / MANIFEST).exists():
+            missing = [k for k in REQUIRED_KEYS if k not in config]
+            if missing:
+                raise ValueError(f"cache config lacks {', '.join(missing)}")
+            if directory.exists() and any(directory.glob("*.npz")):
+                raise DataError(f"{directory}: holds .npz files but no {MANIFEST}; choose an empty folder")
+            directory.mkdir(parents=True, exist_ok=True)
+            _create_exclusively(directory / MANIFEST, {
+                "format": CACHE_FORMAT, "config": config, "hash": config_hash(config),
+                "levels": list(levels), "sppdet": __version__})
+        cache = cls(directory)  # ours, or one another process created first: then checked
+        cache.check(config)
+        remove_stale_temporaries(directory)  # of killed runs; other writers' are kept
+        return cache
 
     def check(self, config: dict[str, Any]) -> None:
         """Raise ConfigMismatchError unless ``config`` is the one this cache was made with."""
@@ -123,6 +149,13 @@ class FeatureCache:
 
     def has(self, image_id: str) -> bool:
         return self.path(image_id).is_file()
+
+    def problem(self, image_id: str) -> str | None:
+        """Why this image's file is damaged (empty, truncated, arrays missing), or None when
+        it is complete; reads only the file's zip directory, so a resumed run can check
+        every file it skips."""
+        maps = [f"map_{i}" for i in range(len(self.config["scales"]))]
+        return npz_problem(self.path(image_id), [*maps, "factors", "image_hw", "scales"])
 
     def image_ids(self) -> list[str]:
         return sorted(p.stem for p in self.dir.glob("*.npz") if not p.name.startswith("."))
@@ -153,8 +186,9 @@ class FeatureCache:
                 maps = [torch.from_numpy(data[f"map_{i}"]).to(device) for i in range(len(scales))]
                 factors = data["factors"].astype(np.float64)
                 hw = tuple(int(v) for v in data["image_hw"])
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-            raise DataError(f"{path}: unreadable cache file ({e}); delete it and run extract again") from e
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise DataError(f"{path}: unreadable cache file, damaged ({type(e).__name__}: {e}); "
+                            f"run `sppdet extract` again to recompute it") from None
         if scales != tuple(self.config["scales"]):
             raise DataError(f"{path}: scales {scales} differ from the manifest's {self.config['scales']}")
         return FeatureMaps(maps, factors, (hw[0], hw[1]), scales)

@@ -48,10 +48,13 @@ class ProposalFiles:
     def has(self, image_id: str) -> bool:
         return self.path(image_id).is_file()
 
-    def load(self, image_id: str) -> np.ndarray:
-        """(N, 4) float32 internal boxes of one image, best first."""
+    checks_image_size = True  # ``load`` takes the image's size and checks it
+
+    def load(self, image_id: str, image_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """(N, 4) float32 internal boxes of one image, best first; with ``image_hw``
+        (height, width), proposals recorded for another image size are refused."""
         with _as_data_error():
-            return np.asarray(self.cache.load(image_id), dtype=np.float32).reshape(-1, 4)
+            return np.asarray(self.cache.load(image_id, image_hw), dtype=np.float32).reshape(-1, 4)
 
 
 def read_proposal_meta(directory: str | Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -57,7 +58,7 @@ class TrainCheckpoint:
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise DataError(f"{path}: unreadable checkpoint ({e}); delete it to start over") from None
         if str(arrays.get("fingerprint")) != self.fp:
             raise DataError(f"{path}: checkpoint of a run with other settings or data; "

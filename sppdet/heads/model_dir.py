@@ -31,6 +31,7 @@ import contextlib
 import json
 import pickle
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection
@@ -278,7 +279,7 @@ def load_fc(path: str | Path, device: str | torch.device = "cpu") -> FcHead:
         if path.suffix != ".pt" and "fc6.weight" in factors:
             u, v = factors["fc6.weight"]
             fc.set_fc6_factors(torch.from_numpy(u), torch.from_numpy(v))
-    except (KeyError, TypeError, RuntimeError, EOFError, OSError, ValueError) as e:
+    except (KeyError, TypeError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         raise ModelFormatError(f"{path}: not a valid fc layers file ({e})") from None
     return fc.to(device).eval()
 
@@ -341,7 +342,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Detector
         raise ModelFormatError(f"{heads_file}: missing, {path} is not a complete model directory")
     try:
         arrays = read_npz(heads_file)  # float16 / int8 storage (a packed model) reads as float32
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise ModelFormatError(f"{heads_file}: unreadable ({e})") from None
     for key in ("svm_W", "svm_b"):
         if key not in arrays:

@@ -87,7 +87,11 @@ class DatasetImages(Sequence[TrainingImage]):
             return [self[k] for k in range(*i.indices(len(self)))]
         image_id = self.ids[i]
         ann = self.dataset.annotation(image_id)
-        props = np.asarray(self.proposals.load(image_id), dtype=np.float64).reshape(-1, 4)
+        if getattr(self.proposals, "checks_image_size", False):  # against the annotation's size
+            props = self.proposals.load(image_id, image_hw=(ann.height, ann.width))
+        else:
+            props = self.proposals.load(image_id)
+        props = np.asarray(props, dtype=np.float64).reshape(-1, 4)
         return TrainingImage(image_id, props, np.asarray(ann.boxes, np.float64).reshape(-1, 4),
                              np.asarray(ann.labels, np.int64), np.asarray(ann.difficult, bool))
 

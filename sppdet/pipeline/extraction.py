@@ -21,7 +21,8 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
                      ranks: Ranks | None = None) -> dict[str, Any] | None:
     """Run the conv layers once per image and scale and store the maps (float16, one file
     per image) in the feature cache ``out_dir``; images already there are skipped, so an
-    interrupted run resumes. A cache made with other settings is refused.
+    interrupted run resumes (a damaged file is recomputed and listed in ``damaged``). A
+    cache made with other settings is refused.
 
     Args:
         dataset: a :class:`sppdet.data.VOCDataset` (or COCO data set).
@@ -39,7 +40,7 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
             the summary (the other ranks None). ``device`` "cuda" means cuda:LOCAL_RANK.
 
     Returns:
-        A summary: images, extracted, already_cached, seconds_per_image, bytes_on_disk,
+        A summary: images, extracted, already_cached, damaged, seconds_per_image, bytes_on_disk,
         bytes_per_image, feature_dim, device, backbone, weights, scales, cache, ranks,
         wall_seconds (of the extraction loop, the slowest rank's).
     """
@@ -63,12 +64,21 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
     config = {**extractor.config(),
               "proposals": {"method": meta["method"], "params": meta.get("params", {})}}
 
-    def open_cache() -> list[str]:
+    def open_cache() -> dict[str, list[str]]:
         cache = FeatureCache.create(out_dir, config, levels=extractor.spp.levels)
-        return [i for i in ids if not cache.has(i)]
+        todo, damaged = [], []
+        for image_id in ids:
+            problem = cache.problem(image_id) if cache.has(image_id) else ""
+            if problem is None:
+                continue  # complete
+            if problem:  # e.g. cut short by a full disk: recomputed
+                damaged.append(f"{cache.path(image_id)}: {problem}")
+            todo.append(image_id)
+        return {"todo": todo, "damaged": damaged}
 
     # Rank 0 opens (or creates) the cache and lists what is left; each rank does a share.
-    todo = broadcast_json(ranks, main_first(ranks, open_cache))
+    left = broadcast_json(ranks, main_first(ranks, open_cache))
+    todo, damaged = left["todo"], left["damaged"]
     cache = FeatureCache(out_dir)
     cache.check(config)
     mine = ranks.share(todo)
@@ -85,7 +95,7 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
     cached = len(cache.image_ids())
     return {"cache": str(Path(out_dir)), "backbone": backbone, "weights": extractor.backbone.weights,
             "scales": list(extractor.scales), "device": str(extractor.device), "images": len(ids),
-            "extracted": len(todo), "already_cached": len(ids) - len(todo),
+            "extracted": len(todo), "already_cached": len(ids) - len(todo), "damaged": damaged,
             "seconds_per_image": round(sum(timings) / len(todo), 4) if todo else None,
             "ranks": ranks.world_size, "wall_seconds": round(max(timings), 3),
             "bytes_on_disk": on_disk, "bytes_per_image": round(on_disk / cached) if cached else 0,

@@ -114,3 +114,49 @@ def test_parent_killed_with_sigkill_workers_exit_and_rerun_equals_fresh_run(make
     assert fresh.returncode == 0, fresh.stderr
     assert _files(out) == _files(tmp_path / "fresh") and len(_files(out)) == 20
     assert not list(out.glob(".*.tmp"))
+
+
+def test_damaged_cache_files_are_reported_and_recomputed(tmp_path):
+    from proposals import ProposalError
+
+    items = _write(tmp_path / "img", 4, killer=-1)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    run_proposals(DyingMethod(kill=False), items, out, workers=1, progress=False)
+    (out / "img000.npz").write_bytes(b"")
+    (out / "img001.npz").write_bytes((out / "img001.npz").read_bytes()[:-30])
+    with pytest.raises(ProposalError, match=r"img000\.npz: unreadable proposal file, damaged"):
+        ProposalCache(out).load("img000")
+    with pytest.raises(ProposalError, match=r"img001\.npz: unreadable proposal file, damaged"):
+        ProposalCache(out).load("img001")
+    summary = run_proposals(DyingMethod(kill=False), items, out, workers=1, progress=False)
+    assert (summary.done, summary.skipped) == (2, 2)
+    assert summary.damaged == [("img000", f"{out / 'img000.npz'}: empty file"),
+                               ("img001", summary.damaged[1][1])]
+    assert summary.damaged[1][1].startswith(f"{out / 'img001.npz'}: not a complete .npz file")
+    assert summary.to_dict()["damaged"][0]["image_id"] == "img000"
+    run_proposals(DyingMethod(kill=False), items, fresh, workers=1, progress=False)
+    assert _files(out) == _files(fresh)
+
+
+def test_proposals_of_another_image_size_are_refused(tmp_path, make_voc):
+    import numpy as np
+
+    from proposals import ProposalError, Proposals
+    from sppdet.data import VOCDataset
+    from sppdet.errors import DataError
+    from sppdet.features.proposal_files import ProposalFiles
+    from sppdet.heads.sources import DatasetImages
+
+    cache = ProposalCache.create(tmp_path / "p", "fixture", {})
+    boxes = np.array([[0, 0, 10, 10]], np.float32)
+    cache.save("000000", Proposals(boxes, np.ones(1, np.float32)), (120, 160))
+    cache.save("000001", Proposals(boxes, np.ones(1, np.float32)), (100, 150))
+    np.testing.assert_array_equal(cache.load("000000", image_hw=(120, 160)), boxes)
+    with pytest.raises(ProposalError, match=r"000001\.npz: proposals of a 150x100 image .* is 160x120"):
+        cache.load("000001", image_hw=(120, 160))
+    root = make_voc(n_images=2)  # both images 160x120 in their annotations
+    images = DatasetImages(VOCDataset(root, split="train", classes=("cat", "dog")),
+                           ProposalFiles(tmp_path / "p"))
+    assert images[0].image_id == "000000"
+    with pytest.raises(DataError, match="proposals of a 150x100 image"):
+        images[1]
