@@ -29,6 +29,43 @@ def collect_images(inputs: tuple[Path, ...]) -> list[Path]:
     return images
 
 
+def drawn_paths(images: list[Path], draw_dir: Path) -> list[Path]:
+    """The --draw output of each image: ``DIR/<stem>.jpg``, or ``<stem>_2.jpg``, ... when an
+    earlier image has the same stem or the name is one of the input files: one output never
+    overwrites another, nor an input."""
+    inputs = {p.resolve() for p in images}
+    used: set[str] = set()
+    out = []
+    for p in images:
+        k = 1
+        while True:
+            name = f"{p.stem}.jpg" if k == 1 else f"{p.stem}_{k}.jpg"
+            if name not in used and (draw_dir / name).resolve() not in inputs:
+                break
+            k += 1
+        used.add(name)
+        out.append(draw_dir / name)
+    return out
+
+
+def check_writable(path: Path, option: str, folder: bool) -> None:
+    """Fail before the work when an output of ``option`` cannot be written."""
+    import tempfile
+
+    if not folder and path.is_dir():
+        raise SppdetError(f"{path}: is a folder; {option} takes a file name")
+    if folder and path.exists() and not path.is_dir():
+        raise SppdetError(f"{path}: is a file; {option} takes a folder")
+    target = path if folder else path.parent
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as e:
+        raise SppdetError(f"{path}: cannot write the {option} output there "
+                          f"({e.strerror or e})") from None
+
+
 @click.command("detect")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_dirs", multiple=True, type=click.Path(path_type=Path),
@@ -67,6 +104,11 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], json_path: Pa
     images = collect_images(inputs)
     if not images:
         raise SppdetError("no images to detect in")
+    if json_path is not None:
+        check_writable(json_path, "--json", folder=False)
+    if draw_dir is not None:
+        check_writable(draw_dir, "--draw", folder=True)
+        drawn = dict(zip(images, drawn_paths(images, draw_dir)))
     detector = Detector.load(list(model_dirs) or None, device, score_threshold=score_thresh,
                              nms_iou=nms_iou, max_per_image=max_per_image,
                              proposals=proposal_method, preset=preset)
@@ -98,7 +140,7 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], json_path: Pa
         more = f", ... ({len(result)} in all)" if len(result) > 8 else ""
         click.echo(f"{path}: {len(result)} detections" + (f": {found}{more}" if found else ""))
         if draw_dir is not None:
-            write_annotated(draw_dir / f"{path.stem}.jpg", image, result, classes)
+            write_annotated(drawn[path], image, result, classes)
     if json_path is not None:
         thresholds = dict(zip(classes, detector.params.thresholds(len(classes)).tolist()))
         save_json(json_path, {"models": [str(m.path) for m in detector.models],

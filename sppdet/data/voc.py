@@ -75,16 +75,45 @@ def resolve_root(root: str | Path, year: str | None = None) -> Path:
 
 
 def read_id_list(path: str | Path) -> list[str]:
-    """Read image ids, one per line (extra columns, as in class split files, are ignored)."""
+    """Read image ids, one per line (extra columns, as in class split files, are ignored);
+    DataError naming the file and line for text that is not UTF-8, a duplicate id, or an id
+    that is not a plain file name (``check_image_ids``)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read id list ({e.strerror or e})") from None
-    ids = [ln.split()[0] for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    if not ids:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                        f"an id list has one image id per line") from None
+    lines = [(n, ln.split()[0]) for n, ln in enumerate(text.splitlines(), 1)
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
         raise DataError(f"{path}: id list is empty")
-    return ids
+    check_image_ids([i for _, i in lines], str(path), [n for n, _ in lines])
+    return [i for _, i in lines]
+
+
+def check_image_ids(ids: Sequence[str], where: str, line_numbers: Sequence[int] | None = None) -> None:
+    """Every id must be a plain file name (no path separators, no leading dot, no control
+    characters: an id names files inside the data set and the caches) and appear once."""
+    def at(k: int) -> str:
+        return f"{where}: line {line_numbers[k]}" if line_numbers is not None else where
+
+    seen: dict[str, int] = {}
+    for k, image_id in enumerate(ids):
+        if (not isinstance(image_id, str) or not image_id or image_id.startswith(".")
+                or any(c in image_id for c in "/\\:") or any(ord(c) < 32 for c in image_id)):
+            raise DataError(f"{at(k)}: invalid image id {image_id!r} (an id is a file name without "
+                            f"its suffix: no folders, no leading dot)")
+        if image_id in seen:
+            first = (f"line {line_numbers[seen[image_id]]}" if line_numbers is not None
+                     else f"position {seen[image_id] + 1}")
+            raise DataError(f"{at(k)}: image id {image_id!r} is listed twice (first at {first})")
+        seen[image_id] = k
 
 
 def _text(node: ET.Element, tag: str) -> str | None:
@@ -215,6 +244,7 @@ class VOCDataset:
             self.ids = read_id_list(split_file)
         else:
             self.ids = list(self.ids)
+            check_image_ids(self.ids, f"{self.root}: ids")
         if self.limit is not None:
             if self.limit < 1:
                 raise DataError(f"--limit must be at least 1 (got {self.limit})")

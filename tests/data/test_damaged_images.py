@@ -45,3 +45,30 @@ def test_proposals_and_detect_refuse_a_truncated_image(make_voc, tmp_path, torch
                        capture_output=True, text=True)
     assert r.returncode == 1 and "000001.jpg: cannot decode image: truncated" in r.stderr
     assert "Traceback" not in r.stderr and "0 detections" not in r.stdout
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"000001\n\xff\xfe000002\n", r"ids\.txt: line 2: not UTF-8 text"),
+    (b"000001\n000002\n000001\n", r"ids\.txt: line 3: image id '000001' is listed twice \(first at line 1\)"),
+    (b"000001\n../../etc/passwd\n", r"ids\.txt: line 2: invalid image id '\.\./\.\./etc/passwd'"),
+    (b"sub/000001\n", r"line 1: invalid image id"),
+    (b".hidden\n", r"line 1: invalid image id"),
+    (b"# only a comment\n\n", r"ids\.txt: id list is empty"),
+])
+def test_id_lists_are_validated(tmp_path, content, message):
+    from sppdet.data import read_id_list
+
+    path = tmp_path / "ids.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_id_list(path)
+
+
+def test_id_list_with_bom_and_columns_reads(tmp_path, make_voc):
+    from sppdet.data import read_id_list
+
+    path = tmp_path / "ids.txt"
+    path.write_bytes("\ufeff000001  1\n000002 -1\n".encode())
+    assert read_id_list(path) == ["000001", "000002"]
+    with pytest.raises(DataError, match="listed twice"):
+        VOCDataset(make_voc(n_images=2), ids=["000000", "000000"])
