@@ -7,12 +7,15 @@ Commands are imported lazily (torch is slow to import), one module per command u
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
 
 from sppdet import __version__
 from sppdet.errors import SppdetError
+
+LOG_PROGRESS_INTERVAL_S = 30
 
 # name -> "module:function", listed in pipeline order.
 COMMANDS: dict[str, str] = {
@@ -80,6 +83,8 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning library errors into one clear line."""
+    if not sys.stderr.isatty():  # a log file: progress bars update at most every 30 s
+        os.environ.setdefault("TQDM_MININTERVAL", str(LOG_PROGRESS_INTERVAL_S))
     try:
         cli.main(args=argv, standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt) as e:
