@@ -22,8 +22,9 @@ from torchvision.ops import batched_nms
 from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
 from sppdet.detections import Detections
 from sppdet.device import resolve_device
-from sppdet.errors import ArgumentError, ConfigMismatchError, ModelFormatError, SppdetError
-from sppdet.features.backbones import get_backbone
+from sppdet.errors import (ArgumentError, ConfigMismatchError, ModelFormatError, SppdetError,
+                           WeightsError)
+from sppdet.features.backbones import get_backbone, recorded_file_weights, resolve_recorded_weights
 from sppdet.features.config import FeatureConfig, check_same
 from sppdet.features.extractor import FeatureExtractor, FeatureMaps
 from sppdet.features.spp import DEFAULT_LEVELS
@@ -71,19 +72,28 @@ def feature_key(config: dict[str, Any]) -> FeatureConfig:
     return FeatureConfig.from_dict(config, "model config")
 
 
-def build_extractor(config: dict[str, Any], device: torch.device) -> FeatureExtractor:
-    """The feature extractor a model was trained with (backbone weights via torchvision)."""
-    weights = str(config["weights"])
-    if weights.startswith("random"):
-        weights = "random"
-    elif weights.startswith("file:"):
-        raise SppdetError(
-            f"the model's backbone weights came from a local file ({weights}); "
-            "that file is needed again: pass it with --weights")
-    backbone = get_backbone(config["backbone"], weights)
-    if backbone.weights != config["weights"] and not str(config["weights"]).startswith("random"):
-        raise SppdetError(f"backbone weights {backbone.weights!r} differ from the model's "
-                          f"{config['weights']!r}")
+def weights_files(weights: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list[Path]:
+    """The backbone weights files given (``--weights``): one path, several, or none."""
+    if weights is None:
+        return []
+    if isinstance(weights, (str, os.PathLike)):
+        return [Path(weights)]
+    return [Path(w) for w in weights]
+
+
+def build_extractor(config: dict[str, Any], device: torch.device,
+                    weights: Sequence[str | os.PathLike] = (), where: str = "the model",
+                    digests: dict[Path, str] | None = None) -> FeatureExtractor:
+    """The feature extractor a model was trained with: random weights rebuilt from their
+    seed, torchvision weights by name, and weights from a file (``extract --weights FILE``)
+    from the one of ``weights`` whose sha256 the model records (``WeightsError`` otherwise)."""
+    recorded = str(config["weights"])
+    argument = resolve_recorded_weights(recorded, list(weights), where, digests)
+    backbone = get_backbone(config["backbone"], argument)
+    if (recorded_file_weights(recorded) is None and not recorded.startswith("random")
+            and backbone.weights != recorded):
+        raise SppdetError(f"{where}: backbone weights {backbone.weights!r} differ from the model's "
+                          f"{recorded!r}")
     return FeatureExtractor(backbone, config["scales"], config["max_size"], device,
                             config.get("levels", DEFAULT_LEVELS))
 
@@ -126,9 +136,12 @@ class Detector:
 
     def __init__(self, models: Sequence[DetectorModel], device: str | torch.device | None = None,
                  params: DetectionParams | None = None, proposer: Proposer | None = None,
-                 bbox_reg: bool = True, timer: StageTimer | None = None):
+                 bbox_reg: bool = True, timer: StageTimer | None = None,
+                 weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None):
         """``timer``: a :class:`~sppdet.timing.StageTimer` that receives the seconds of each
-        stage of every image (None: nothing is timed)."""
+        stage of every image (None: nothing is timed). ``weights``: the backbone weights
+        file(s) of models whose features came from ``sppdet extract --weights FILE`` (each
+        model takes the file whose sha256 it records); a file no model uses is refused."""
         if not models:
             raise ArgumentError("at least one model is needed")
         classes = models[0].classes
@@ -142,10 +155,22 @@ class Detector:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.params = params or DetectionParams.from_model(models[0])
         self.extractors: dict[FeatureConfig, FeatureExtractor] = {}
+        files, digests = weights_files(weights), {}
+        for f in files:
+            if not f.is_file():
+                raise WeightsError(f"{f}: weights file not found (--weights)")
         for m in self.models:
             key = feature_key(m.config)
             if key not in self.extractors:
-                self.extractors[key] = build_extractor(m.config, self.device)
+                where = str(m.path / "config.json") if m.path is not None else "the model"
+                self.extractors[key] = build_extractor(m.config, self.device, files, where, digests)
+        recorded = {recorded_file_weights(str(m.config["weights"])) for m in self.models}
+        used = {digest for _, digest in filter(None, recorded)}
+        for f in files:
+            if digests.get(f) not in used:
+                models = ", ".join(f"{m.path or 'model'} ({m.config['weights']})" for m in self.models)
+                raise WeightsError(f"{f}: --weights given, but no model was trained with this file "
+                                   f"(backbone weights of {models})")
         self._proposer = proposer
         self.scorers = [m.scorer(self.device) for m in self.models]
         self.timer = timer
@@ -160,7 +185,8 @@ class Detector:
     def load(cls, model: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
              device: str | torch.device | None = None, *, score_threshold: float | None = None,
              nms_iou: float | None = None, max_per_image: int | None = None,
-             proposals: str | None = None, preset: str | None = None) -> "Detector":
+             proposals: str | None = None, preset: str | None = None,
+             weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None) -> "Detector":
         """A detector from model directories, with the display thresholds of `sppdet detect`.
 
         Args:
@@ -176,6 +202,9 @@ class Detector:
             proposals: proposal method (ss-fast, ss-quality, edgeboxes; default: the model's).
             preset: test-time settings (``sppdet.presets``): "model" (default, the model's
                 own) or "fast" (EdgeBoxes, 1,000 boxes, one scale).
+            weights: for a model whose features came from ``sppdet extract --weights FILE``:
+                that file (or a list, one per such model when combining). Checked against
+                the sha256 the model records; other models need none.
 
         Returns:
             A :class:`Detector`; call it on an image to get a :class:`~sppdet.result.DetectionResult`.
@@ -195,7 +224,7 @@ class Detector:
         models = load_models(dirs)
         params = display_params(models[0], score_threshold, nms_iou, max_per_image)
         proposer = apply_preset(models, preset, proposals)
-        return cls(models, device, params, proposer)
+        return cls(models, device, params, proposer, weights=weights)
 
     def __call__(self, image: Any, color: str = "rgb") -> "DetectionResult":
         """Detect objects in one image.
@@ -355,8 +384,12 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
                    features_dir: str | os.PathLike | None = None,
                    device: str | None = None, progress: bool = True, bbox_reg: bool = True,
                    preset: str | None = None, workers: int = 0,
+                   weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                    **param_overrides: Any) -> Iterator[Detections]:
     """Detections for every image of ``dataset``, reusing proposal and feature caches if given.
+
+    ``weights``: the backbone weights file of a model trained on ``extract --weights FILE``
+    features (see ``Detector``).
 
     ``preset``: test-time settings (``sppdet.presets``). ``workers`` > 0: proposals not in
     the cache are computed by that many worker processes ahead of the conv passes (same
@@ -372,7 +405,7 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
                                   f"from the data set's {list(classes)} (give the same --classes)")
     proposer = apply_preset(models, preset)
     params = DetectionParams.from_model(models[0], **param_overrides)
-    detector = Detector(models, device, params, proposer=proposer, bbox_reg=bbox_reg)
+    detector = Detector(models, device, params, proposer=proposer, bbox_reg=bbox_reg, weights=weights)
     proposal_cache = feature_cache = None
     if proposals_dir is not None:
         from sppdet.features.proposal_files import ProposalFiles

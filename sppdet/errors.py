@@ -19,3 +19,7 @@ class ModelFormatError(SppdetError):
 
 class ArgumentError(SppdetError, ValueError):
     """An invalid argument to a library function (also a ValueError, for Python callers)."""
+
+
+class WeightsError(ConfigMismatchError):
+    """Backbone weights that are missing or are not the ones a model or cache was made with."""

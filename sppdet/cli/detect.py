@@ -71,6 +71,10 @@ def check_writable(path: Path, option: str, folder: bool) -> None:
 @click.option("--model", "model_dirs", multiple=True, type=click.Path(path_type=Path),
               help="Model directory; repeat to combine models (NMS on the union of their "
                    "scored windows). Default: the shipped VOC 2007 model.")
+@click.option("--weights", "weights_files", multiple=True, type=click.Path(path_type=Path),
+              help="The backbone weights file of a model whose features were extracted with "
+                   "`sppdet extract --weights FILE` (checked against the sha256 the model "
+                   "records); repeat for combined models with different files.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write every detection (image, class, score, box) to this JSON file.")
 @click.option("--draw", "draw_dir", type=click.Path(path_type=Path), default=None,
@@ -88,7 +92,8 @@ def check_writable(path: Path, option: str, folder: bool) -> None:
               help="Proposal method (ss-fast, ss-quality, edgeboxes; default: the model's).")
 @speed_options
 @device_option
-def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], json_path: Path | None,
+def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], weights_files: tuple[Path, ...],
+           json_path: Path | None,
            draw_dir: Path | None, score_thresh: float | None, nms_iou: float | None,
            max_per_image: int | None, proposal_method: str | None, preset: str, workers: int,
            device: str | None) -> None:
@@ -111,7 +116,8 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], json_path: Pa
         drawn = dict(zip(images, drawn_paths(images, draw_dir)))
     detector = Detector.load(list(model_dirs) or None, device, score_threshold=score_thresh,
                              nms_iou=nms_iou, max_per_image=max_per_image,
-                             proposals=proposal_method, preset=preset)
+                             proposals=proposal_method, preset=preset,
+                             weights=list(weights_files))
     classes = detector.classes
     results, failed = [], []
 

@@ -21,6 +21,10 @@ from sppdet.distributed import rank_device, sharded_run
               help="With --model: proposal cache to reuse.")
 @click.option("--features", "features_dir", type=click.Path(path_type=Path), default=None,
               help="With --model: conv-feature cache to reuse.")
+@click.option("--weights", "weights_file", type=click.Path(path_type=Path), default=None,
+              help="With --model: the backbone weights file the model's features were "
+                   "extracted with (`sppdet extract --weights FILE`); checked against the "
+                   "sha256 the model records.")
 @click.option("--bbox-reg/--no-bbox-reg", default=True, show_default=True,
               help="With --model: apply the model's box regression.")
 @device_option
@@ -40,7 +44,8 @@ from sppdet.distributed import rank_device, sharded_run
               help="With --save-display-thresholds: write them into this model directory "
                    "instead of --model's (e.g. the same recipe retrained on all the data).")
 def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, model_dir: Path | None,
-             proposals_dir: Path | None, features_dir: Path | None, bbox_reg: bool,
+             proposals_dir: Path | None, features_dir: Path | None, weights_file: Path | None,
+             bbox_reg: bool,
              device: str | None, preset: str, workers: int, out_dir: Path | None,
              json_path: Path | None, coco_metrics: bool,
              save_display_thresholds: bool, thresholds_dir: Path | None) -> None:
@@ -56,9 +61,9 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
     if thresholds_dir is not None and not save_display_thresholds:
         raise click.UsageError("--thresholds-into needs --save-display-thresholds")
     if model_dir is None and (proposals_dir or features_dir or device or save_display_thresholds
-                              or preset != "model" or workers):
-        raise click.UsageError("--proposals, --features, --device, --preset, --workers and "
-                               "--save-display-thresholds only apply with --model")
+                              or preset != "model" or workers or weights_file):
+        raise click.UsageError("--proposals, --features, --weights, --device, --preset, --workers "
+                               "and --save-display-thresholds only apply with --model")
     if workers:
         share_cores(workers)
     with sharded_run(device if model_dir is not None else "cpu") as ranks:
@@ -70,7 +75,7 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
                           proposals_dir=proposals_dir, features_dir=features_dir, device=device,
                           bbox_reg=bbox_reg, out_dir=out_dir, coco_metrics=coco_metrics,
                           preset=None if preset == "model" else preset, workers=workers,
-                          ranks=ranks if ranks.sharded else None)
+                          ranks=ranks if ranks.sharded else None, weights=weights_file)
     if report is None:
         return  # not rank 0: rank 0 evaluated everything once
     if report.ignored_detections:

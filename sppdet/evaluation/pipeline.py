@@ -209,6 +209,7 @@ def evaluate(
     preset: str | None = None,
     workers: int = 0,
     ranks: Ranks | None = None,
+    weights: str | os.PathLike | None = None,
 ) -> EvalReport | None:
     """Evaluate a model (or existing devkit result files) on a data set, the VOC 2007 devkit
     way (11-point AP, IoU >= 0.5, difficult objects ignored), with the area AP, COCO
@@ -231,6 +232,8 @@ def evaluate(
             of the conv passes (0: in this process; same detections either way).
         ranks: in a sharded run (:mod:`sppdet.distributed`), each rank detects in its share
             of the images and rank 0 evaluates everything; the other ranks get None.
+        weights: with ``model_dir``, the backbone weights file of a model trained on
+            ``sppdet extract --weights FILE`` features (checked against its recorded sha256).
 
     Returns:
         :class:`EvalReport`: ``.voc.mAP`` (VOC07 11-point mAP, a fraction), ``.table`` (printable),
@@ -246,11 +249,11 @@ def evaluate(
     if model_dir is not None:
         detect_kwargs = {"proposals_dir": proposals_dir, "features_dir": features_dir, "device": device,
                          "bbox_reg": bbox_reg, "progress": progress, "preset": preset,
-                         "workers": workers}
-    elif proposals_dir or features_dir or device or preset or workers:
-        raise ArgumentError("proposals_dir, features_dir, device, preset and workers (--proposals, "
-                            "--features, --device, --preset, --workers) only apply with a model "
-                            "(--model)")
+                         "workers": workers, "weights": weights}
+    elif proposals_dir or features_dir or device or preset or workers or weights:
+        raise ArgumentError("proposals_dir, features_dir, device, preset, workers and weights "
+                            "(--proposals, --features, --device, --preset, --workers, --weights) "
+                            "only apply with a model (--model)")
     dets = load_or_run_detections(dataset, split_name, detections_dir=detections_dir,
                                   model_dir=model_dir, out_dir=out_dir, ranks=ranks, **detect_kwargs)
     if dets is None:

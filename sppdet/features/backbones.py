@@ -17,10 +17,11 @@ Weights (``get_backbone(name, weights)``):
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torchvision
@@ -28,7 +29,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from sppdet.errors import SppdetError
+from sppdet.errors import SppdetError, WeightsError
 from sppdet.features.geometry import derive_geometry
 from sppdet.perf import onednn_pointwise
 
@@ -156,6 +157,68 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+FILE_PREFIX = "file:"
+DIGEST_MARK = "#sha256:"
+
+
+def weights_file_ident(path: str | os.PathLike) -> str:
+    """The identifier a cache or model records for backbone weights read from ``path``:
+    ``file:NAME#sha256:DIGEST`` (the first 16 hex digits of the file's sha256)."""
+    path = Path(path)
+    return f"{FILE_PREFIX}{path.name}{DIGEST_MARK}{_file_sha256(path)[:16]}"
+
+
+def recorded_file_weights(recorded: str) -> tuple[str, str] | None:
+    """(file name, sha256 prefix) of a recorded ``file:NAME#sha256:DIGEST`` identifier, or
+    None for weights that do not come from a file (torchvision names, random)."""
+    if not recorded.startswith(FILE_PREFIX):
+        return None
+    name, mark, digest = recorded[len(FILE_PREFIX):].rpartition(DIGEST_MARK)
+    if not mark or not digest:
+        return recorded[len(FILE_PREFIX):], ""
+    return name, digest
+
+
+def resolve_recorded_weights(recorded: str, files: Sequence[str | os.PathLike], where: str,
+                             digests: dict[Path, str] | None = None) -> str:
+    """The ``get_backbone`` weights argument that reproduces the ``recorded`` identifier of
+    a cache or model (``where`` names it in errors).
+
+    Random weights are rebuilt from their seed and torchvision names are looked up as usual.
+    Weights that came from a file (``sppdet extract --weights FILE``) need that file again:
+    it is taken from ``files`` (the user's ``--weights``), the one whose sha256 matches the
+    recorded digest (its name may differ). ``digests`` caches the files' digests.
+
+    Raises:
+        WeightsError: the recorded weights came from a file and none of ``files`` is it.
+    """
+    if recorded.startswith(RANDOM_WEIGHTS):
+        return RANDOM_WEIGHTS
+    wanted = recorded_file_weights(recorded)
+    if wanted is None:
+        return recorded
+    name, digest = wanted
+    if not files:
+        raise WeightsError(
+            f"{where}: its backbone weights came from the file {name} (recorded as {recorded}); "
+            f"give that file again with --weights FILE (Python: weights=FILE)")
+    digests = {} if digests is None else digests
+    seen = []
+    for f in files:
+        path = Path(f)
+        if path not in digests:
+            if not path.is_file():
+                raise WeightsError(f"{path}: weights file not found (--weights)")
+            digests[path] = _file_sha256(path)[:16]
+        if digest and digests[path] == digest:
+            return str(path)
+        seen.append(f"{path} has sha256 {digests[path]}")
+    raise WeightsError(
+        f"{where}: its backbone weights came from {name} with sha256 {digest or '(not recorded)'}, "
+        f"but {'; '.join(seen)}: not the weights the model was trained with "
+        f"(give the file `sppdet extract --weights` read)")
+
+
 def _load_file(spec: BackboneSpec, model: nn.Module, path: Path) -> None:
     """Load a state dict of the whole model or of the trunk from ``path``."""
     try:
@@ -231,7 +294,7 @@ def build_network(name: str, weights: str | None = None) -> tuple[BackboneSpec, 
         if not path.is_file():
             raise SppdetError(f"weights file {path} not found")
         _load_file(spec, model, path)
-        ident = f"file:{path.name}#sha256:{_file_sha256(path)[:16]}"
+        ident = weights_file_ident(path)
     else:
         ident = _load_torchvision(spec, model, weights)
     return spec, model, ident

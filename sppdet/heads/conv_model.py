@@ -39,8 +39,8 @@ def train_conv_model(dataset: VOCDataset, features_dir: str | Path, proposals_di
     out_dir = Path(out_dir)
     caches = open_caches(features_dir, proposals_dir)
     manifest = caches.features_manifest
-    top = build_conv_top(str(manifest["backbone"]), end, _weights_argument(str(manifest["weights"])),
-                         reduce)
+    top = build_conv_top(str(manifest["backbone"]), end,
+                         _weights_argument(str(manifest["weights"]), features_dir), reduce)
     check_top_fits_cache(top.config, manifest, str(features_dir))
     images = DatasetImages(dataset, caches.proposals)
     echo(f"{dataset.name}: {len(images)} images, {len(dataset.classes)} classes; conv top "
@@ -72,8 +72,20 @@ def train_conv_model(dataset: VOCDataset, features_dir: str | Path, proposals_di
     return out_dir
 
 
-def _weights_argument(recorded: str) -> str:
-    """The ``get_backbone`` weights argument that reproduces a recorded weights identifier."""
+def _weights_argument(recorded: str, features_dir: str | Path) -> str:
+    """The ``get_backbone`` weights argument that reproduces a recorded weights identifier.
+
+    Weights from a file (``extract --weights FILE``) are refused with a clear error: the
+    conv top would need that file again, which ``finetune`` does not take yet."""
+    from sppdet.errors import WeightsError
+    from sppdet.features.backbones import recorded_file_weights
+
     if recorded.startswith("random"):
         return "random"
+    if recorded_file_weights(recorded) is not None:
+        raise WeightsError(
+            f"{Path(features_dir) / 'manifest.json'}: the cache's backbone weights came from a file "
+            f"({recorded}); conv fine-tuning (--conv-top) rebuilds the layers above the cache from "
+            f"the backbone's weights and does not take a weights file: extract with torchvision or "
+            f"random weights, or fine-tune the fc layers only (no --conv-top)")
     return recorded
