@@ -31,6 +31,19 @@ def internal_to_voc(boxes: np.ndarray) -> np.ndarray:
     return b
 
 
+def mirror_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    """Internal boxes of an image of ``width`` pixels as they lie in its left-right mirror.
+
+    Pixel column i (covering [i, i + 1)) goes to column width - 1 - i, so a box
+    [x1, x2) covers [width - x2, width - x1) in the mirror; y is unchanged.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    out = boxes.copy()
+    out[:, 0] = width - boxes[:, 2]
+    out[:, 2] = width - boxes[:, 0]
+    return out
+
+
 def box_area(boxes: np.ndarray) -> np.ndarray:
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     return np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)

@@ -48,12 +48,15 @@ def parse_scales(values: tuple[str, ...]) -> tuple[int, ...]:
                    f"'{','.join(map(str, DEFAULT_SCALES))}' (the default).")
 @click.option("--max-size", type=click.IntRange(min=32), default=DEFAULT_MAX_SIZE, show_default=True,
               help="Cap on the longer side of a resized image.")
+@click.option("--flip", is_flag=True,
+              help="Also cache the maps of each image mirrored left-right, for training on "
+                   "flipped copies (`finetune --conv-top ... --flip`); twice the time and disk.")
 @device_option
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's choice).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def extract(dataset: VOCDataset, proposals_dir: Path, out_dir: Path, backbone: str,
-            weights: str | None, scales: tuple[str, ...], max_size: int, device: str | None,
+            weights: str | None, scales: tuple[str, ...], max_size: int, flip: bool, device: str | None,
             threads: int | None, as_json: bool) -> None:
     """Run the conv layers once per image and scale; store the maps (float16, one file per
     image) for pooling any window later. Interrupted runs resume where they stopped.
@@ -66,7 +69,7 @@ def extract(dataset: VOCDataset, proposals_dir: Path, out_dir: Path, backbone: s
         torch.set_num_threads(threads)
     with sharded_run(device) as ranks:
         summary = extract_features(dataset, proposals_dir, out_dir, backbone=backbone, weights=weights,
-                                   scales=scale_list, max_size=max_size, device=device,
+                                   scales=scale_list, max_size=max_size, device=device, flip=flip,
                                    progress=not as_json, ranks=ranks)
     if summary is None:
         return  # not rank 0: rank 0 reports for all
@@ -82,7 +85,8 @@ def extract(dataset: VOCDataset, proposals_dir: Path, out_dir: Path, backbone: s
     rate = f", {summary['seconds_per_image']:.3f} s/image" if todo else ""
     if summary["ranks"] > 1 and todo:
         rate += f" per rank, {summary['ranks']} ranks, {summary['wall_seconds']:.1f} s wall"
-    click.echo(f"{todo} images extracted, {summary['already_cached']} already cached{rate} "
+    mirrored = " (and their mirrored copies)" if flip else ""
+    click.echo(f"{todo} images extracted{mirrored}, {summary['already_cached']} already cached{rate} "
                f"({summary['device']}, {backbone}, scales {', '.join(map(str, scale_list))}).")
     click.echo(f"{out_dir}: {cached} images, {on_disk / 1e6:.1f} MB on disk "
                f"({summary['bytes_per_image'] / 1e6:.2f} MB per image); "

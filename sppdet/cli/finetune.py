@@ -38,6 +38,9 @@ from sppdet.heads.scaling import NORM_IMAGES, NORM_WINDOWS, TARGET_NORM
               help="With --conv-top: windows per image in a mini-batch (Fast R-CNN: 64).")
 @click.option("--train-scales", type=int, multiple=True,
               help="With --conv-top: train on these cached scales only (default: all).")
+@click.option("--flip", is_flag=True,
+              help="With --conv-top: use each image mirrored left-right half of the time "
+                   "(needs the mirrored maps: `sppdet extract --flip`).")
 @click.option("--hidden", default=default_of(F, "hidden"), show_default=True,
               help="Width of fc6 and fc7 (paper: 4096).")
 @click.option("--dropout", default=default_of(F, "dropout"), show_default=True)
@@ -76,7 +79,7 @@ from sppdet.heads.scaling import NORM_IMAGES, NORM_WINDOWS, TARGET_NORM
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_dir: Path,
              conv_top_end: int | None, top_reduce: int | None, freeze_top: bool, top_lr_mult: float, images_per_batch: int,
-             rois_per_image: int, train_scales: tuple[int, ...],
+             rois_per_image: int, train_scales: tuple[int, ...], flip: bool,
              hidden: int, dropout: float, iterations: int | None, lr: float, lr_step: int | None, momentum: float,
              weight_decay: float, standardise: bool, init_std: float | None, batch_size: int, fg_fraction: float, fg_iou: float,
              bg_iou_low: float, fg_per_image: int, bg_per_image: int, target_norm: float,
@@ -103,15 +106,15 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
             bg_iou_low=bg_iou_low, images_per_batch=images_per_batch, rois_per_image=rois_per_image,
             fg_fraction=fg_fraction, iterations=iterations, lr=lr, top_lr_mult=top_lr_mult,
             lr_step=lr_step or iterations * 3 // 4, momentum=momentum, weight_decay=weight_decay,
-            scales=tuple(train_scales) or None, seed=seed)
+            scales=tuple(train_scales) or None, flip=flip, seed=seed)
         path = train_conv_model(dataset, features_dir, proposals_dir, out_dir, conv_top_end, params,
                                 reduce=top_reduce, device=str(resolve_device(device)), checkpoint_every=checkpoint_every,
                                 progress=not quiet, echo=click.echo)
         click.echo(f"wrote {path}; evaluate: sppdet eval --model {path} ...; optional SVMs on its "
                    f"fc7: sppdet train-svm --head fc7 --finetuned {path} --out DIR ...")
         return
-    if freeze_top or train_scales or top_reduce:
-        raise click.UsageError("--freeze-top, --top-reduce and --train-scales apply with --conv-top")
+    if freeze_top or train_scales or top_reduce or flip:
+        raise click.UsageError("--freeze-top, --top-reduce, --train-scales and --flip apply with --conv-top")
     iterations = iterations or default_of(F, "iterations")
     lr_step = lr_step or default_of(F, "lr_step")
     params = F(hidden=hidden, dropout=dropout, fg_iou=fg_iou, bg_iou_low=bg_iou_low,

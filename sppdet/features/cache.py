@@ -5,6 +5,8 @@ Layout of a cache directory::
     manifest.json        {"format", "config", "hash", "levels", "sppdet"}
     <image_id>.npz       map_0 .. map_{S-1} (C, H_s, W_s) float16, factors (S, 2),
                          image_hw (2,), scales (S,)
+    flipped/<image_id>.npz   the same for the image mirrored left-right (optional:
+                         `sppdet extract --flip`, read by `finetune --flip`)
 
 ``config`` holds everything the maps depend on (backbone, weights, layer, geometry,
 scales, longer-side cap) and the proposal method; ``hash`` is a digest of it. Opening a
@@ -37,6 +39,7 @@ from sppdet.fileio import load_json, remove_stale_temporaries, save_npz
 
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
+FLIPPED = "flipped"  # sub-folder of the mirrored images' maps
 REQUIRED_KEYS = ("backbone", "weights", "layer", "channels", "stride", "offset", "scales", "max_size")
 
 
@@ -121,6 +124,8 @@ class FeatureCache:
         cache = cls(directory)  # ours, or one another process created first: then checked
         cache.check(config)
         remove_stale_temporaries(directory)  # of killed runs; other writers' are kept
+        if (directory / FLIPPED).is_dir():
+            remove_stale_temporaries(directory / FLIPPED)
         return cache
 
     def check(self, config: dict[str, Any]) -> None:
@@ -144,18 +149,20 @@ class FeatureCache:
         return FeatureConfig.from_dict({**self.config, "levels": list(self.levels)},
                                        str(self.dir / MANIFEST))
 
-    def path(self, image_id: str) -> Path:
-        return self.dir / f"{_check_image_id(image_id)}.npz"
+    def path(self, image_id: str, flipped: bool = False) -> Path:
+        """The file of an image's maps (``flipped``: of its left-right mirror)."""
+        folder = self.dir / FLIPPED if flipped else self.dir
+        return folder / f"{_check_image_id(image_id)}.npz"
 
-    def has(self, image_id: str) -> bool:
-        return self.path(image_id).is_file()
+    def has(self, image_id: str, flipped: bool = False) -> bool:
+        return self.path(image_id, flipped).is_file()
 
-    def problem(self, image_id: str) -> str | None:
+    def problem(self, image_id: str, flipped: bool = False) -> str | None:
         """Why this image's file is damaged (empty, truncated, arrays missing), or None when
         it is complete; reads only the file's zip directory, so a resumed run can check
         every file it skips."""
         maps = [f"map_{i}" for i in range(len(self.config["scales"]))]
-        return npz_problem(self.path(image_id), [*maps, "factors", "image_hw", "scales"])
+        return npz_problem(self.path(image_id, flipped), [*maps, "factors", "image_hw", "scales"])
 
     def image_ids(self) -> list[str]:
         return sorted(p.stem for p in self.dir.glob("*.npz") if not p.name.startswith("."))
@@ -163,23 +170,29 @@ class FeatureCache:
     def bytes_on_disk(self) -> int:
         return sum(p.stat().st_size for p in self.dir.glob("*.npz"))
 
-    def save(self, image_id: str, maps: FeatureMaps) -> Path:
-        """Write one image's maps (float16) atomically."""
+    def save(self, image_id: str, maps: FeatureMaps, flipped: bool = False) -> Path:
+        """Write one image's maps (float16) atomically (``flipped``: its mirror's maps)."""
         if tuple(maps.scales) != tuple(self.config["scales"]):
             raise ValueError(f"maps at scales {maps.scales}, cache expects {self.config['scales']}")
         arrays = {f"map_{i}": m.detach().to("cpu", torch.float16).numpy() for i, m in enumerate(maps.maps)}
         arrays["factors"] = np.asarray(maps.factors, dtype=np.float64)
         arrays["image_hw"] = np.asarray(maps.image_hw, dtype=np.int64)
         arrays["scales"] = np.asarray(maps.scales, dtype=np.int64)
-        path = self.path(image_id)
+        path = self.path(image_id, flipped)
+        if flipped:
+            path.parent.mkdir(exist_ok=True)
         save_npz(path, **arrays)
         return path
 
-    def load_maps(self, image_id: str, device: str | torch.device = "cpu") -> FeatureMaps:
-        """Read one image's maps (float16 tensors on ``device``)."""
-        path = self.path(image_id)
+    def load_maps(self, image_id: str, device: str | torch.device = "cpu",
+                  flipped: bool = False) -> FeatureMaps:
+        """Read one image's maps (float16 tensors on ``device``; ``flipped``: the maps of
+        the image mirrored left-right, made by ``sppdet extract --flip``)."""
+        path = self.path(image_id, flipped)
         if not path.is_file():
-            raise DataError(f"{path}: image {image_id!r} is not in the feature cache {self.dir}")
+            what = "its mirrored maps are" if flipped else "it is"
+            hint = "; run `sppdet extract --flip` on the same images" if flipped else ""
+            raise DataError(f"{path}: image {image_id!r}: {what} not in the feature cache {self.dir}{hint}")
         try:
             with np.load(path, allow_pickle=False) as data:
                 scales = tuple(int(s) for s in data["scales"])

@@ -23,6 +23,11 @@ The fc layers start from scratch; their input is standardised per dimension with
 moments measured once on the initial conv top (a fixed affine map, folded into fc6 at the
 end, so the saved layers take raw pooled features).
 
+With ``flip``, each sampled image is used mirrored left-right with probability 1/2 (Fast
+R-CNN's only augmentation): its maps are those of the mirrored image, cached by ``sppdet
+extract --flip`` (mirroring a map is not the map of the mirrored image), and its
+proposals and ground truth are mirrored with it.
+
 Every mini-batch is a pure function of (seed, iteration) and the dropout RNG is saved in
 the checkpoint (``.npz`` + JSON, no pickle), so a resumed run continues exactly as an
 uninterrupted one.
@@ -31,7 +36,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from sppdet.boxes import mirror_boxes
 from sppdet.errors import DataError
 from sppdet.features.cache import FeatureCache
 from sppdet.features.conv_top import ConvTop
@@ -77,6 +83,7 @@ class ConvFinetuneParams:
     weight_decay: float = 5e-4
     bbox_loss_weight: float = 1.0
     scales: tuple[int, ...] | None = None  # train on these cached scales only (None: all)
+    flip: bool = False  # each image mirrored left-right with probability 1/2 (cached maps)
     moment_images: int = 100  # images sampled for the input standardisation
     seed: int = 0
 
@@ -192,13 +199,23 @@ class ConvFinetuner:
                                    weight_decay=params.weight_decay)
         self.order = SeededStream(len(images), params.seed, 11)
         self.mean = self.std = None
+        if params.flip:
+            missing = [ti.image_id for ti in images if not cache.has(ti.image_id, flipped=True)]
+            if missing:
+                raise DataError(f"{cache.dir}: no mirrored maps for {len(missing)} of {len(images)} "
+                                f"training images (first: {', '.join(missing[:3])}); run `sppdet "
+                                f"extract --flip` on the same images, or train without --flip")
 
     # -- sampling ---------------------------------------------------------------------
     def _sample(self, iteration: int, slot: int) -> tuple[TrainingImage, Any, WindowSample | None]:
         index = int(self.order.take(iteration * self.params.images_per_batch + slot, 1)[0])
         ti = self.images[index]
-        maps = self.cache.load_maps(ti.image_id)
         rng = np.random.default_rng([self.params.seed, 13, iteration, slot])
+        flipped = self.params.flip and bool(np.random.default_rng([self.params.seed, 23, iteration, slot])
+                                            .integers(2))
+        maps = self.cache.load_maps(ti.image_id, flipped=flipped)
+        if flipped:
+            ti = mirrored(ti, maps.image_hw[1])
         return ti, maps, sample_windows(ti, maps.factors, self.allowed, self.params, rng)
 
     def _batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -327,6 +344,12 @@ class ConvFinetuner:
         self.mean = torch.as_tensor(meta["mean"]).to(self.device)
         self.std = torch.as_tensor(meta["std"]).to(self.device)
         return int(meta["iteration"]), list(meta.get("history", []))
+
+
+def mirrored(ti: TrainingImage, width: int) -> TrainingImage:
+    """The training record of ``ti``'s image mirrored left-right (``width`` pixels)."""
+    return replace(ti, proposals=mirror_boxes(ti.proposals, width),
+                   gt_boxes=mirror_boxes(ti.gt_boxes, width))
 
 
 def _first(images: Sequence[TrainingImage], n: int) -> list[TrainingImage]:

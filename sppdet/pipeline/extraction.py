@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from sppdet.distributed import Ranks, all_gather_json, broadcast_json, main_first, rank_device
 from sppdet.errors import SppdetError
 from sppdet.features.backbones import DEFAULT_BACKBONE
@@ -17,7 +19,7 @@ from sppdet.features.pyramid import DEFAULT_MAX_SIZE, DEFAULT_SCALES
 def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                      backbone: str = DEFAULT_BACKBONE, weights: str | None = None,
                      scales: Sequence[int] = DEFAULT_SCALES, max_size: int = DEFAULT_MAX_SIZE,
-                     device: str | None = None, progress: bool = True,
+                     device: str | None = None, flip: bool = False, progress: bool = True,
                      ranks: Ranks | None = None) -> dict[str, Any] | None:
     """Run the conv layers once per image and scale and store the maps (float16, one file
     per image) in the feature cache ``out_dir``; images already there are skipped, so an
@@ -34,6 +36,8 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
         scales: shorter-side sizes of the image pyramid.
         max_size: cap on the longer side of a resized image.
         device: torch device (default: cuda when available).
+        flip: also store the maps of each image mirrored left-right (``flipped/``), the
+            training augmentation of ``finetune --flip``; twice the time and disk.
         progress: show a progress bar.
         ranks: in a sharded run (:mod:`sppdet.distributed`), rank 0 opens the cache and
             lists the images left, each rank extracts its share of them, and rank 0 gets
@@ -68,12 +72,13 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
         cache = FeatureCache.create(out_dir, config, levels=extractor.spp.levels)
         todo, damaged = [], []
         for image_id in ids:
-            problem = cache.problem(image_id) if cache.has(image_id) else ""
-            if problem is None:
-                continue  # complete
-            if problem:  # e.g. cut short by a full disk: recomputed
-                damaged.append(f"{cache.path(image_id)}: {problem}")
-            todo.append(image_id)
+            for flipped in (False, True) if flip else (False,):
+                problem = cache.problem(image_id, flipped) if cache.has(image_id, flipped) else ""
+                if problem is None:
+                    continue  # complete
+                if problem:  # e.g. cut short by a full disk: recomputed
+                    damaged.append(f"{cache.path(image_id, flipped)}: {problem}")
+                todo.append([image_id, flipped])
         return {"todo": todo, "damaged": damaged}
 
     # Rank 0 opens (or creates) the cache and lists what is left; each rank does a share.
@@ -84,8 +89,12 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
     mine = ranks.share(todo)
     desc = "extract" if not ranks.sharded else f"extract ({ranks.describe()})"
     start = time.perf_counter()
-    for image_id in tqdm(mine, desc=desc, unit="img", disable=not progress or not mine or not ranks.is_main):
-        cache.save(image_id, extractor.conv_maps(dataset.load_image(image_id)))
+    for image_id, flipped in tqdm(mine, desc=desc, unit="img",
+                                  disable=not progress or not mine or not ranks.is_main):
+        image = dataset.load_image(image_id)
+        if flipped:
+            image = np.ascontiguousarray(image[:, ::-1])
+        cache.save(image_id, extractor.conv_maps(image), flipped)
     seconds = time.perf_counter() - start
     timings = all_gather_json(ranks, seconds)
     if not ranks.is_main:
@@ -93,10 +102,12 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
 
     on_disk = cache.bytes_on_disk()
     cached = len(cache.image_ids())
+    done_ids = {image_id for image_id, _ in todo}
     return {"cache": str(Path(out_dir)), "backbone": backbone, "weights": extractor.backbone.weights,
             "scales": list(extractor.scales), "device": str(extractor.device), "images": len(ids),
-            "extracted": len(todo), "already_cached": len(ids) - len(todo), "damaged": damaged,
-            "seconds_per_image": round(sum(timings) / len(todo), 4) if todo else None,
+            "extracted": len(done_ids), "already_cached": len(ids) - len(done_ids), "damaged": damaged,
+            "flipped": flip, "maps_written": len(todo),
+            "seconds_per_image": round(sum(timings) / len(done_ids), 4) if todo else None,
             "ranks": ranks.world_size, "wall_seconds": round(max(timings), 3),
             "bytes_on_disk": on_disk, "bytes_per_image": round(on_disk / cached) if cached else 0,
             "cached_images": cached, "feature_dim": extractor.dim}

@@ -23,7 +23,7 @@ from sppdet.heads.conv_finetune import (BBOX_STDS, ConvFinetuneParams, ConvFinet
 from sppdet.heads.bbox_regression import bbox_targets
 from sppdet.heads.model_dir import DetectorModel, load_model, save_model
 from sppdet.heads.sources import TrainingImage
-from sppdet.boxes import box_iou
+from sppdet.boxes import box_iou, mirror_boxes
 
 LEVELS = (1, 2, 3, 6)
 
@@ -289,3 +289,46 @@ def test_reduce_layer_shrinks_the_feature_and_trains_with_a_frozen_top(synthetic
     fmap = cache.load_maps(images[0].image_id).maps[0]
     with torch.no_grad():
         assert torch.equal(loaded.conv_top.apply_to_map(fmap), result.top.apply_to_map(fmap))
+
+
+# -- conv fine-tuning on mirrored copies -----------------------------------------------------
+
+@pytest.fixture()
+def flipped_synthetic(synthetic, tmp_path):
+    """The conv fine-tuning cache of tests/heads, with mirrored maps of every image (the maps
+    mirrored along x stand in for those of the mirrored image)."""
+    cache, images = synthetic
+    for ti in images:
+        maps = cache.load_maps(ti.image_id)
+        maps.maps = [torch.flip(m, dims=(2,)) for m in maps.maps]
+        cache.save(ti.image_id, maps, flipped=True)
+    yield cache, images
+    for ti in images:
+        cache.path(ti.image_id, flipped=True).unlink()
+
+
+def test_flip_samples_mirrored_images_with_their_mirrored_maps(flipped_synthetic):
+    cache, images = flipped_synthetic
+    trainer = _trainer((cache, images), replace(SMALL, flip=True))
+    by_id = {ti.image_id: ti for ti in images}
+    seen = set()
+    for it in range(20):
+        ti, maps, sample = trainer._sample(it, 0)
+        orig = by_id[ti.image_id]
+        width = maps.image_hw[1]
+        flipped = not np.array_equal(ti.gt_boxes, orig.gt_boxes)
+        seen.add(flipped)
+        want = cache.load_maps(ti.image_id, flipped=flipped)
+        assert torch.equal(maps.maps[0], want.maps[0])
+        if flipped:
+            np.testing.assert_array_equal(ti.gt_boxes, mirror_boxes(orig.gt_boxes, width))
+            np.testing.assert_array_equal(ti.proposals, mirror_boxes(orig.proposals, width))
+    assert seen == {True, False}
+    result = trainer.train(progress=False)
+    assert result.summary["iterations"] == SMALL.iterations
+
+
+def test_flip_without_mirrored_maps_is_a_clear_error(synthetic):
+    cache, images = synthetic
+    with pytest.raises(DataError, match="extract --flip"):
+        _trainer((cache, images), replace(SMALL, flip=True))
