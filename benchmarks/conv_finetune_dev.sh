@@ -9,6 +9,7 @@
 # SCALES (default 688) are the cached scales; variants (VARIANTS, default all, in order):
 #   conv    MobileNetV2 blocks 14-17 fine-tuned with fc6/fc7 through SPP (stride 32), softmax + box deltas
 #   convr   the same with a new 1x1 conv to 128 channels after block 17 (pooled feature 6,400 long)
+#   convrflip  convr trained on left-right mirrored copies too (mirrored maps: `extract --flip`)
 #   frozen  the same deeper layer without conv fine-tuning (blocks 14-17 at ImageNet weights)
 #   fc      the shipped recipe's head: fc6/fc7 fine-tuned on block 13 (stride 16), fc7 SVMs + ridge box regression
 #   convsvm the paper's SVMs (+ ridge box regression) on fc7 of the conv fine-tuned network
@@ -51,11 +52,16 @@ run proposals_dev $SPPDET proposals --voc "$V" --ids "$all_ids" --method ss-fast
     --out "$C/voc07_ss" --workers 2 --no-progress
 run "extract_dev_$tag" $SPPDET extract --voc "$V" --ids "$all_ids" --proposals "$C/voc07_ss" \
     --out "$feats" "${scale_args[@]}" --threads 2
+case " $VARIANTS " in *flip*)  # the mirrored maps of the training images
+    run "extract_flip_$tag" $SPPDET extract --voc "$V" --ids "$train_ids" --proposals "$C/voc07_ss" \
+        --out "$feats" "${scale_args[@]}" --threads 2 --flip;;
+esac
 for variant in $VARIANTS; do
     case $variant in
-    conv|convr|frozen)
+    conv|convr|convrflip|frozen)
         extra=(); [ "$variant" = frozen ] && extra=(--freeze-top)
         [ "$variant" = convr ] && extra=(--top-reduce 128)
+        [ "$variant" = convrflip ] && extra=(--top-reduce 128 --flip)
         m=$C/model_${variant}${ITERATIONS}_$tag
         run "finetune_${variant}${ITERATIONS}_$tag" $SPPDET finetune --voc "$V" --ids "$train_ids" "${CACHES[@]}" \
             --out "$m" --conv-top 18 --iterations "$ITERATIONS" "${extra[@]}" --quiet
@@ -73,6 +79,7 @@ for variant in $VARIANTS; do
             --head fc7 --finetuned "$C/model_conv_$tag" --svm-c 0.01 --retrain-every 8000 \
             --max-negatives 8000 --out "$m" --quiet
         evaluate convsvm "$m";;
+    skip) ;;  # only the shared steps (proposals, maps)
     *) echo "unknown variant $variant" >&2; exit 2;;
     esac
 done
