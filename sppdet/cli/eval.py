@@ -27,6 +27,9 @@ from sppdet.distributed import rank_device, sharded_run
                    "sha256 the model records.")
 @click.option("--bbox-reg/--no-bbox-reg", default=True, show_default=True,
               help="With --model: apply the model's box regression.")
+@click.option("--max-proposals", type=click.IntRange(min=1), default=None,
+              help="With --model: score only each image's first N proposals (in the proposal "
+                   "method's ranking), to measure what fewer windows cost.")
 @device_option
 @speed_options
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
@@ -45,7 +48,7 @@ from sppdet.distributed import rank_device, sharded_run
                    "instead of --model's (e.g. the same recipe retrained on all the data).")
 def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, model_dir: Path | None,
              proposals_dir: Path | None, features_dir: Path | None, weights_file: Path | None,
-             bbox_reg: bool,
+             bbox_reg: bool, max_proposals: int | None,
              device: str | None, preset: str, workers: int, out_dir: Path | None,
              json_path: Path | None, coco_metrics: bool,
              save_display_thresholds: bool, thresholds_dir: Path | None) -> None:
@@ -61,9 +64,9 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
     if thresholds_dir is not None and not save_display_thresholds:
         raise click.UsageError("--thresholds-into needs --save-display-thresholds")
     if model_dir is None and (proposals_dir or features_dir or device or save_display_thresholds
-                              or preset != "model" or workers or weights_file):
-        raise click.UsageError("--proposals, --features, --weights, --device, --preset, --workers "
-                               "and --save-display-thresholds only apply with --model")
+                              or preset != "model" or workers or weights_file or max_proposals):
+        raise click.UsageError("--proposals, --features, --weights, --device, --preset, --workers, "
+                               "--max-proposals and --save-display-thresholds only apply with --model")
     if workers:
         share_cores(workers)
     with sharded_run(device if model_dir is not None else "cpu") as ranks:
@@ -75,7 +78,8 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
                           proposals_dir=proposals_dir, features_dir=features_dir, device=device,
                           bbox_reg=bbox_reg, out_dir=out_dir, coco_metrics=coco_metrics,
                           preset=None if preset == "model" else preset, workers=workers,
-                          ranks=ranks if ranks.sharded else None, weights=weights_file)
+                          ranks=ranks if ranks.sharded else None, weights=weights_file,
+                          max_proposals=max_proposals)
     if report is None:
         return  # not rank 0: rank 0 evaluated everything once
     if report.ignored_detections:

@@ -210,6 +210,7 @@ def evaluate(
     workers: int = 0,
     ranks: Ranks | None = None,
     weights: str | os.PathLike | None = None,
+    max_proposals: int | None = None,
 ) -> EvalReport | None:
     """Evaluate a model (or existing devkit result files) on a data set, the VOC 2007 devkit
     way (11-point AP, IoU >= 0.5, difficult objects ignored), with the area AP, COCO
@@ -234,6 +235,8 @@ def evaluate(
             of the images and rank 0 evaluates everything; the other ranks get None.
         weights: with ``model_dir``, the backbone weights file of a model trained on
             ``sppdet extract --weights FILE`` features (checked against its recorded sha256).
+        max_proposals: with ``model_dir``, score only each image's first that many proposals
+            (in the proposal method's ranking).
 
     Returns:
         :class:`EvalReport`: ``.voc.mAP`` (VOC07 11-point mAP, a fraction), ``.table`` (printable),
@@ -249,10 +252,11 @@ def evaluate(
     if model_dir is not None:
         detect_kwargs = {"proposals_dir": proposals_dir, "features_dir": features_dir, "device": device,
                          "bbox_reg": bbox_reg, "progress": progress, "preset": preset,
-                         "workers": workers, "weights": weights}
-    elif proposals_dir or features_dir or device or preset or workers or weights:
-        raise ArgumentError("proposals_dir, features_dir, device, preset, workers and weights "
-                            "(--proposals, --features, --device, --preset, --workers, --weights) "
+                         "workers": workers, "weights": weights, "max_proposals": max_proposals}
+    elif proposals_dir or features_dir or device or preset or workers or weights or max_proposals:
+        raise ArgumentError("proposals_dir, features_dir, device, preset, workers, weights and "
+                            "max_proposals (--proposals, --features, --device, --preset, --workers, "
+                            "--weights, --max-proposals) "
                             "only apply with a model (--model)")
     dets = load_or_run_detections(dataset, split_name, detections_dir=detections_dir,
                                   model_dir=model_dir, out_dir=out_dir, ranks=ranks, **detect_kwargs)

@@ -113,3 +113,37 @@ def test_workers_need_a_registered_method():
     detector = Detector([random_model(96 * 50, 1)], "cpu", proposer=lambda im: np.zeros((0, 4)))
     with pytest.raises(SppdetError, match="registered proposal method"):
         detector.proposal_method()
+
+
+def test_max_proposals_scores_the_first_k_of_each_image(make_voc, tmp_path):
+    """Capping at K equals running on a proposal cache that holds only each image's first K."""
+    import json as _json
+
+    from sppdet.data import VOCDataset
+
+    root = make_voc(n_images=3, size=(200, 150), classes=tuple(CLASSES))
+    model = random_model(96 * 50, 0)
+    model.config["test"] = {"score_threshold": -1.5, "nms_iou": 0.3, "max_per_image": 100}
+    save_model(tmp_path / "m", model)
+    ds = VOCDataset(root, split="train", classes=CLASSES)
+    rng = np.random.default_rng(0)
+    full, first = tmp_path / "full", tmp_path / "first"
+    for folder in (full, first):
+        folder.mkdir()
+        (folder / "meta.json").write_text(_json.dumps({"method": "fixture", "params": {}, "format": 1}))
+    for image_id in ds.ids:
+        xy = rng.uniform(0, 150, (60, 2))
+        boxes = np.concatenate([xy, np.minimum(xy + rng.uniform(8, 80, (60, 2)), [200, 150])], 1)
+        scores = np.arange(60, 0, -1, dtype=np.float32)
+        np.savez(full / f"{image_id}.npz", boxes=boxes.astype(np.float32), scores=scores)
+        np.savez(first / f"{image_id}.npz", boxes=boxes[:25].astype(np.float32), scores=scores[:25])
+    capped = list(detect_dataset(tmp_path / "m", ds, proposals_dir=full, device="cpu",
+                                 progress=False, max_proposals=25))
+    want = list(detect_dataset(tmp_path / "m", ds, proposals_dir=first, device="cpu", progress=False))
+    every = list(detect_dataset(tmp_path / "m", ds, proposals_dir=full, device="cpu", progress=False))
+    assert sum(len(d.scores) for d in want) > 0
+    _same(capped, want)
+    with pytest.raises(AssertionError):
+        _same(every, want)  # the cap changes what is found
+    with pytest.raises(ArgumentError, match="max_proposals"):
+        next(detect_dataset(tmp_path / "m", ds, proposals_dir=full, device="cpu", max_proposals=0))
