@@ -21,6 +21,9 @@ SPPDET=${SPPDET:-sppdet}
 SCALES=${SCALES:-688}
 VARIANTS=${VARIANTS:-conv convr frozen fc convsvm}
 ITERATIONS=${ITERATIONS:-5000}
+# torch threads of extract: 1 when another CPU-heavy job runs (two threads sharing a busy core
+# wait for each other at every barrier: 15x slower measured here)
+EXTRACT_THREADS=${EXTRACT_THREADS:-2}
 cd "$(dirname "$0")/.."
 mkdir -p "$C/logs"
 tag=$(echo "$SCALES" | tr ' ' '_')
@@ -51,10 +54,10 @@ evaluate() {  # evaluate VARIANT MODEL_DIR
 run proposals_dev $SPPDET proposals --voc "$V" --ids "$all_ids" --method ss-fast \
     --out "$C/voc07_ss" --workers 2 --no-progress
 run "extract_dev_$tag" $SPPDET extract --voc "$V" --ids "$all_ids" --proposals "$C/voc07_ss" \
-    --out "$feats" "${scale_args[@]}" --threads 2
+    --out "$feats" "${scale_args[@]}" --threads "$EXTRACT_THREADS"
 case " $VARIANTS " in *flip*)  # the mirrored maps of the training images
     run "extract_flip_$tag" $SPPDET extract --voc "$V" --ids "$train_ids" --proposals "$C/voc07_ss" \
-        --out "$feats" "${scale_args[@]}" --threads 2 --flip;;
+        --out "$feats" "${scale_args[@]}" --threads "$EXTRACT_THREADS" --flip;;
 esac
 for variant in $VARIANTS; do
     case $variant in
