@@ -8,7 +8,7 @@ Imports OpenCV and numpy only (never torch, never sppdet)::
     ProposalCache(DIR).load(image_id)  # boxes of one image from a cache directory
 """
 
-from proposals.base import (CommonOptions, ProposalMethod, available_methods, create_method,
+from proposals.base import (DEFAULT_METHOD, CommonOptions, ProposalMethod, available_methods, create_method,
                             create_method_from_params, method_options, register)
 from proposals.cache import ProposalCache
 from proposals.errors import (CacheMismatchError, CacheMissingError, ImageReadError, ProposalError,
@@ -17,6 +17,7 @@ from proposals.postprocess import Proposals
 from proposals.runner import Outcome, RunSummary, run_proposals
 
 __all__ = [
+    "DEFAULT_METHOD",
     "CacheMismatchError",
     "CacheMissingError",
     "CommonOptions",

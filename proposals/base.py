@@ -19,6 +19,7 @@ from proposals.errors import ProposalError
 from proposals.postprocess import Proposals, downscale_image, finalize
 
 __all__ = [
+    "DEFAULT_METHOD",
     "CommonOptions",
     "ProposalMethod",
     "Proposals",
@@ -28,6 +29,10 @@ __all__ = [
     "method_options",
     "register",
 ]
+
+# The method `sppdet proposals` and ``sppdet.compute_proposals`` use when none is named, and
+# the detector's when a model records none.
+DEFAULT_METHOD = "ss-fast"
 
 
 @dataclass(frozen=True)

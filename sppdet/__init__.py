@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "DetectionParams": "sppdet.detector",
     "DetectionResult": "sppdet.result",
     "Detection": "sppdet.result",
+    "compute_proposals": "sppdet.pipeline.proposals",
     "extract_features": "sppdet.pipeline.extraction",
     "finetune": "sppdet.pipeline.training",
     "train_svm": "sppdet.pipeline.training",

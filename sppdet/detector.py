@@ -330,9 +330,9 @@ def proposer_for(proposals_config: dict[str, Any], method: str | None = None,
     method (common options and the method's own keyword arguments) are passed back.
     ``max_boxes`` overrides the number of boxes kept.
     """
-    from proposals import create_method_from_params
+    from proposals import DEFAULT_METHOD, create_method_from_params
 
-    name = method or proposals_config.get("method") or "ss-fast"
+    name = method or proposals_config.get("method") or DEFAULT_METHOD
     params = dict(proposals_config.get("params", {})) if method is None else {}
     if max_boxes is not None:
         params["max_boxes"] = int(max_boxes)
