@@ -10,6 +10,7 @@ import click
 from sppdet.cli.options import cache_options, dataset_options, default_of, device_option
 from sppdet.data import VOCDataset
 from sppdet.heads.bbox_regression import BoxRegParams
+from sppdet.heads.kinds import DEFAULT_SVM_HEAD, HEADS, SVM_HEADS
 from sppdet.heads.mining import MiningParams
 from sppdet.heads.svm import SVMParams
 from sppdet.heads.train import CHECKPOINT_EVERY, TrainParams
@@ -22,7 +23,7 @@ S, M, B, T = SVMParams, MiningParams, BoxRegParams, TrainParams
 @cache_options
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Model folder to write (config.json, heads.npz).")
-@click.option("--head", type=click.Choice(["pool", "fc7"]), default="pool", show_default=True,
+@click.option("--head", type=click.Choice(SVM_HEADS), default=DEFAULT_SVM_HEAD, show_default=True,
               help="SVMs on scaled pooled features, or on fc7 of the fine-tuned fc layers.")
 @click.option("--finetuned", "finetuned_dir", type=click.Path(path_type=Path), default=None,
               help="With --head fc7: folder holding fc.npz from `sppdet finetune` (default: --out).")
@@ -95,7 +96,7 @@ def train_svm(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_
     from sppdet.heads.train import summary_table
     from sppdet.pipeline.training import train_svm as run
 
-    if head != "fc7" and finetuned_dir is not None:
+    if not HEADS[head].fc_layers and finetuned_dir is not None:
         raise click.UsageError("--finetuned only applies with --head fc7")
     params = TrainParams(
         svm=SVMParams(C=svm_c, pos_weight=pos_weight, bias_mult=bias_mult, tol=svm_tol,

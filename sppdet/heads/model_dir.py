@@ -17,9 +17,10 @@ complete model):
 - ``conv_top.npz`` (models fine-tuned below the pyramid, config ``conv_top``): the conv
   layers above the cached trunk (``features.conv_top``); windows are pooled on their output.
 
-Heads: ``pool`` (SVMs on scaled pooled features), ``fc7`` (SVMs on fc7 of fine-tuned fc
-layers) and ``softmax`` (the fine-tuned network's own (C + 1)-way classifier and box-delta
-output, Fast R-CNN's; no ``heads.npz`` SVMs, scores are class probabilities).
+Heads (registered in ``heads.kinds``): ``pool`` (SVMs on scaled pooled features), ``fc7``
+(SVMs on fc7 of fine-tuned fc layers) and ``softmax`` (the fine-tuned network's own (C + 1)-way
+classifier and box-delta output, Fast R-CNN's; no ``heads.npz`` SVMs, scores are class
+probabilities).
 
 Weight matrices are stored as float32, or, in a packed model (``sppdet.models.pack``), as
 float16 or per-row int8 (config ``weights_storage``, module ``weight_storage``); they always load as float32.
@@ -41,12 +42,13 @@ import torch
 
 from sppdet.atomic_dir import atomic_directory, recover_directory
 from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
-from sppdet.errors import ConfigMismatchError, ModelFormatError
+from sppdet.errors import ArgumentError, ConfigMismatchError, ModelFormatError
 from sppdet.features.config import FEATURE_KEYS, check_same
 from sppdet.fileio import atomic_path, save_json, save_npz
 from sppdet.features.conv_top import TOP_FILE, ConvTop, ConvTopConfig, load_conv_top
 from sppdet.heads.bbox_regression import BoxRegressor
 from sppdet.heads.fc_head import FcHead
+from sppdet.heads.kinds import FC_HEADS, HeadSpec, head_spec
 from sppdet.heads.scoring import WindowScorer, apply_deltas
 from sppdet.heads.weight_storage import encode, input_aware_factors, read_npz
 
@@ -59,7 +61,6 @@ HEADS_FILE = "heads.npz"
 FC_FILE = "fc.npz"
 LEGACY_FC_FILE = "fc.pt"  # format version 1
 FINETUNE_FILE = "finetune.json"
-HEADS = ("pool", "fc7", "softmax")
 
 # Feature settings copied to the top level of config.json from the feature cache manifest
 # (``FEATURE_KEYS``, read as a ``features.config.FeatureConfig``).
@@ -92,6 +93,11 @@ class DetectorModel:
         return self.config["head"]
 
     @property
+    def head_spec(self) -> HeadSpec:
+        """The registered kind of this model's head (``heads.kinds``)."""
+        return head_spec(self.head, f"{self.path or 'model'} config head", ArgumentError)
+
+    @property
     def feature_scale(self) -> float:
         return float(self.config["feature_scale"])
 
@@ -102,7 +108,7 @@ class DetectorModel:
     def svm_features(self, pooled: np.ndarray) -> np.ndarray:
         """The SVMs' input: scaled pooled features, or scaled fc7 outputs for head ``fc7``."""
         x = self.scaled(pooled)
-        if self.head == "fc7":
+        if self.head_spec.svm_input == "fc7":
             assert self.fc is not None
             x = self.fc.fc7_numpy(x) * np.float32(self.config["fc7_scale"])
         return x
@@ -197,11 +203,10 @@ def write_model(path: str | Path, model: DetectorModel, storage: str = "float32"
     path.mkdir(parents=True, exist_ok=True)
     cfg = dict(model.config)
     cfg["format_version"] = FORMAT_VERSION
-    if cfg.get("head") not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}, got {cfg.get('head')!r}")
-    if cfg["head"] == "softmax":
+    spec = head_spec(cfg.get("head"), f"{path / CONFIG_FILE} (being written)", ArgumentError)
+    if spec.classifier:
         if model.fc is None or not model.fc.has_bbox and cfg.get("bbox_regression"):
-            raise ValueError("head softmax needs fc layers (with box deltas for box regression)")
+            raise ArgumentError(f"head {spec.name} needs fc layers (with box deltas for box regression)")
         cfg["num_classes"] = int(model.fc.num_classes)
         (path / HEADS_FILE).unlink(missing_ok=True)
     else:
@@ -212,9 +217,9 @@ def write_model(path: str | Path, model: DetectorModel, storage: str = "float32"
             arrays.update(bbox_W=model.bbox.W, bbox_b=model.bbox.b, bbox_mean=model.bbox.mean,
                           bbox_std=model.bbox.std)
         save_npz(path / HEADS_FILE, **encode(arrays, storage, KEEP_FLOAT32))
-    if cfg["head"] in ("fc7", "softmax"):
+    if spec.fc_layers:
         if model.fc is None:
-            raise ValueError(f"head {cfg['head']} needs the fc layers")
+            raise ArgumentError(f"head {spec.name} needs the fc layers")
         save_fc(path / FC_FILE, model.fc, storage, fc6_rank, fc6_inputs)
     if model.conv_top is not None:
         model.conv_top.save(path / TOP_FILE, storage)
@@ -226,7 +231,7 @@ def write_model(path: str | Path, model: DetectorModel, storage: str = "float32"
     cfg.pop("fc6_rank_fit", None)
     if storage != "float32":
         cfg["weights_storage"] = storage
-    if fc6_rank is not None and cfg["head"] in ("fc7", "softmax"):
+    if fc6_rank is not None and spec.fc_layers:
         cfg["fc6_rank"] = int(fc6_rank)
         cfg["fc6_rank_fit"] = "input-aware" if fc6_inputs is not None else "svd"
     save_json(path / CONFIG_FILE, cfg)
@@ -323,13 +328,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Detector
     """Load a model directory written by ``save_model``; clear errors for bad directories."""
     path = Path(path)
     cfg = read_config(path)
-    if cfg.get("head") not in HEADS:
-        raise ModelFormatError(f"{path / CONFIG_FILE}: unknown head {cfg.get('head')!r}")
+    spec = head_spec(cfg.get("head"), str(path / CONFIG_FILE))
     conv_top = None
     if "conv_top" in cfg:
         conv_top = load_conv_top(path / TOP_FILE, ConvTopConfig.from_dict(cfg["conv_top"], str(path / CONFIG_FILE)))
         conv_top = conv_top.to(device)
-    if cfg["head"] == "softmax":
+    if spec.classifier:
         fc = load_fc(fc_file(path), device)
         if fc.num_classes != len(cfg.get("classes", [])):
             raise ModelFormatError(f"{path}: the fc layers have {fc.num_classes} classes, "
@@ -358,7 +362,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Detector
             bbox = BoxRegressor(arrays["bbox_W"], arrays["bbox_b"], arrays["bbox_mean"], arrays["bbox_std"])
         except KeyError as e:
             raise ModelFormatError(f"{heads_file}: box regression array {e} missing") from None
-    fc = load_fc(fc_file(path), device) if cfg["head"] == "fc7" else None
+    fc = load_fc(fc_file(path), device) if spec.fc_layers else None
     if fc is not None and fc.hidden != W.shape[1]:
         raise ModelFormatError(f"{path}: fc7 has {fc.hidden} outputs but the SVMs expect {W.shape[1]}")
     return DetectorModel(cfg, W, b, bbox, fc, path, conv_top)
@@ -394,7 +398,7 @@ def save_finetuned(path: str | Path, fc: FcHead, info: dict[str, Any],
     dropped = []
     if (path / CONFIG_FILE).is_file():
         with contextlib.suppress(ModelFormatError):
-            if read_config(path).get("head") in ("fc7", "softmax"):
+            if read_config(path).get("head") in FC_HEADS:
                 dropped = [n for n in (CONFIG_FILE, HEADS_FILE, TOP_FILE) if (path / n).exists()]
     with atomic_directory(path, exclude={*exclude, *dropped, LEGACY_FC_FILE, TOP_FILE}) as tmp:
         save_fc(tmp / FC_FILE, fc)

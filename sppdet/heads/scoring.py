@@ -43,6 +43,7 @@ class WindowScorer:
         dev = torch.device(device)
         self.device = dev
         self.head = model.head
+        spec = model.head_spec
         self.num_classes = len(model.classes)
         s = float(model.feature_scale)
         # fc layers: a list of (W^T (in, out), bias or None, relu after) applied in order.
@@ -52,7 +53,7 @@ class WindowScorer:
         self.svm: tuple[torch.Tensor, torch.Tensor] | None = None
         self.ridge: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         fc = model.fc
-        if self.head in ("fc7", "softmax"):
+        if spec.fc_layers:
             assert fc is not None
             factors = fc.fc6_factors()
             if factors is not None:
@@ -63,7 +64,7 @@ class WindowScorer:
                 self.layers.append((_tensor(fc.fc6.weight, dev).mul(s).t().contiguous(),
                                     _tensor(fc.fc6.bias, dev), True))
             self.layers.append((_tensor(fc.fc7.weight, dev).t().contiguous(), _tensor(fc.fc7.bias, dev), True))
-        if self.head == "softmax":
+        if spec.classifier:
             assert fc is not None
             self.cls = (_tensor(fc.cls.weight, dev).t().contiguous(), _tensor(fc.cls.bias, dev))
             if fc.has_bbox and model.config.get("bbox_regression", False):
@@ -72,7 +73,7 @@ class WindowScorer:
                                 _tensor(fc.bbox_pred.bias, dev) * stds)
             return
         assert model.svm_W is not None and model.svm_b is not None
-        svm_scale = s if self.head == "pool" else float(model.config["fc7_scale"])
+        svm_scale = s if spec.svm_input == "pool" else float(model.config["fc7_scale"])
         self.svm = (_tensor(model.svm_W, dev).mul(svm_scale).t().contiguous(), _tensor(model.svm_b, dev))
         if model.bbox is not None:
             C, D, _ = model.bbox.W.shape

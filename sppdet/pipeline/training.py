@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sppdet.errors import ArgumentError
+from sppdet.heads.kinds import DEFAULT_SVM_HEAD, SVM_HEADS, head_spec
 
 # Where train_svm keeps its resumable checkpoints inside the output folder.
 SVM_CHECKPOINT_DIR = ".train-svm-checkpoint"
@@ -19,7 +20,7 @@ def _quiet(message: str) -> None:
 
 
 def train_svm(dataset: Any, features_dir: str | os.PathLike, proposals_dir: str | os.PathLike,
-              out_dir: str | os.PathLike, *, head: str = "pool",
+              out_dir: str | os.PathLike, *, head: str = DEFAULT_SVM_HEAD,
               finetuned_dir: str | os.PathLike | None = None, params: Any = None,
               device: str | None = None, progress: bool = True,
               checkpoint_every: int | None = None,
@@ -61,15 +62,16 @@ def train_svm(dataset: Any, features_dir: str | os.PathLike, proposals_dir: str 
     out_dir = Path(out_dir)
     params = params if params is not None else TrainParams()
     checkpoint_every = checkpoint_every if checkpoint_every is not None else CHECKPOINT_EVERY
-    if head not in ("pool", "fc7"):
-        raise ArgumentError(f"head must be 'pool' or 'fc7', got {head!r}")
-    if head != "fc7" and finetuned_dir is not None:
+    if head not in SVM_HEADS:
+        raise ArgumentError(f"head must be one of {', '.join(SVM_HEADS)}, got {head!r}")
+    uses_fc = head_spec(head, "train_svm", ArgumentError).fc_layers
+    if not uses_fc and finetuned_dir is not None:
         raise ArgumentError("finetuned_dir (--finetuned) only applies with head fc7")
     caches = open_caches(features_dir, proposals_dir)
     fc = feature_scale = finetune_info = conv_top = None
     source = caches.features
     src_dir = Path(finetuned_dir) if finetuned_dir is not None else out_dir
-    if head == "fc7":
+    if uses_fc:
         finetune_info = load_finetune_info(src_dir, dataset.classes, caches.features_manifest)
         fc = load_fc(src_dir / FC_FILE, str(resolve_device(device)))
         feature_scale = float(finetune_info["feature_scale"])
