@@ -35,15 +35,8 @@ scale_args=(); for s in $SCALES; do scale_args+=(--scales "$s"); done
 feats=$C/voc07_mnv2_$tag
 CACHES=(--proposals "$C/voc07_ss" --features "$feats")
 
-run() {  # run NAME CMD...: skipped when $C/logs/NAME.time exists (the step finished)
-    local name=$1; shift
-    if [ -f "$C/logs/$name.time" ]; then echo "[$(date +%T)] $name: done before"; return; fi
-    echo "[$(date +%T)] $name: $*"
-    /usr/bin/time -f "%e s wall, %U s user, %M KB peak RSS" -o "$C/logs/$name.tmp" "$@" \
-        > "$C/logs/$name.log" 2>&1
-    mv "$C/logs/$name.tmp" "$C/logs/$name.time"
-    echo "[$(date +%T)] $name done: $(cat "$C/logs/$name.time")"
-}
+# run NAME CMD...: a step skipped when $C/logs/NAME.time exists (the step finished)
+. benchmarks/lib.sh
 evaluate() {  # evaluate VARIANT MODEL_DIR
     run "eval_$1_$tag" $SPPDET eval --voc "$V" --ids "$val_ids" --model "$2" "${CACHES[@]}" \
         --json "$C/dev_$1_$tag.json" --out "$C/dev_$1_$tag"

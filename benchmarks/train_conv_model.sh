@@ -30,15 +30,8 @@ feats=$C/voc07_mnv2_$tag
 CACHES=(--proposals "$C/voc07_ss" --features "$feats")
 val_ids=splits/voc07_valsplit_val.txt
 
-run() {  # run NAME CMD...: skipped when $C/logs/NAME.time exists (the step finished)
-    local name=$1; shift
-    if [ -f "$C/logs/$name.time" ]; then echo "[$(date +%T)] $name: done before"; return; fi
-    echo "[$(date +%T)] $name: $*"
-    /usr/bin/time -f "%e s wall, %U s user, %M KB peak RSS" -o "$C/logs/$name.tmp" "$@" \
-        > "$C/logs/$name.log" 2>&1
-    mv "$C/logs/$name.tmp" "$C/logs/$name.time"
-    echo "[$(date +%T)] $name done: $(cat "$C/logs/$name.time")"
-}
+# run NAME CMD...: a step skipped when $C/logs/NAME.time exists (the step finished)
+. benchmarks/lib.sh
 
 run proposals_trainval $SPPDET proposals --voc "$V" --split trainval --method ss-fast \
     --out "$C/voc07_ss" --workers 2 --no-progress

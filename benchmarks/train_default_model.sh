@@ -29,11 +29,10 @@ tag=$(echo "$SCALES" | tr ' ' '_')   # e.g. 688, 480_576_688_864_1200
 mkdir -p "$C/logs"
 cd "$(dirname "$0")/.."
 
+. benchmarks/lib.sh
 run() {  # run NAME CMD...: log to $C/logs/NAME_<scales>.log, time and peak RSS to .time
     local name=${1}_$tag; shift
-    echo "[$(date +%T)] $name: $*"
-    /usr/bin/time -f "%e s wall, %U s user, %M KB peak RSS" -o "$C/logs/$name.time" "$@" \
-        > "$C/logs/$name.log" 2>&1
+    timed "$name" "$C/logs/$name.time" "$@"
     echo "[$(date +%T)] $name done: $(cat "$C/logs/$name.time")"
 }
 

@@ -18,3 +18,12 @@ MAX_PER_IMAGE = 100
 # SVM score above which a detection is shown (`sppdet detect`, ``Detector.load``) when
 # neither an explicit threshold nor the model's display thresholds say otherwise.
 DISPLAY_THRESHOLD = -0.5
+
+# Detection and evaluation apply the model's box regression (when it has one).
+BBOX_REG = True
+
+# Proposal worker processes of detection and evaluation (0: proposals in this process).
+PROPOSAL_WORKERS = 0
+
+# `sppdet eval` / ``sppdet.evaluate`` also compute COCO AP@[0.5:0.95] (pycocotools).
+COCO_METRICS = True

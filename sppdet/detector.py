@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
+from sppdet.defaults import BBOX_REG, MAX_PER_IMAGE, NMS_IOU, PROPOSAL_WORKERS, SCORE_THRESHOLD
 from sppdet.detections import Detections
 from sppdet.device import resolve_device
 from sppdet.errors import (ArgumentError, ConfigMismatchError, ModelFormatError, SppdetError,
@@ -136,7 +136,7 @@ class Detector:
 
     def __init__(self, models: Sequence[DetectorModel], device: str | torch.device | None = None,
                  params: DetectionParams | None = None, proposer: Proposer | None = None,
-                 bbox_reg: bool = True, timer: StageTimer | None = None,
+                 bbox_reg: bool = BBOX_REG, timer: StageTimer | None = None,
                  weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None):
         """``timer``: a :class:`~sppdet.timing.StageTimer` that receives the seconds of each
         stage of every image (None: nothing is timed). ``weights``: the backbone weights
@@ -382,8 +382,8 @@ def load_models(model_dirs: Sequence[str | os.PathLike], device: str | torch.dev
 def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], dataset: Any,
                    proposals_dir: str | os.PathLike | None = None,
                    features_dir: str | os.PathLike | None = None,
-                   device: str | None = None, progress: bool = True, bbox_reg: bool = True,
-                   preset: str | None = None, workers: int = 0,
+                   device: str | None = None, progress: bool = True, bbox_reg: bool = BBOX_REG,
+                   preset: str | None = None, workers: int = PROPOSAL_WORKERS,
                    weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                    max_proposals: int | None = None,
                    **param_overrides: Any) -> Iterator[Detections]:

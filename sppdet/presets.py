@@ -26,6 +26,9 @@ class Preset:
     scales: tuple[int, ...] | None = None
 
 
+# The preset of `--preset` when none is named, and of ``preset=None``: the model as trained.
+DEFAULT_PRESET = "model"
+
 PRESETS: dict[str, Preset] = {
     "model": Preset("model", "the model's own settings (its proposal method, all its scales)"),
     "fast": Preset("fast", "EdgeBoxes, 1,000 boxes, one conv pass at scale 688",
@@ -34,9 +37,9 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str | None) -> Preset:
-    """The preset called ``name`` (None: ``model``); ArgumentError naming the choices."""
+    """The preset called ``name`` (None: ``DEFAULT_PRESET``); ArgumentError naming the choices."""
     if name is None:
-        return PRESETS["model"]
+        return PRESETS[DEFAULT_PRESET]
     if name not in PRESETS:
         raise ArgumentError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from proposals.threads import opencv_threads
 
-from sppdet.errors import SppdetError
+from sppdet.errors import ArgumentError, SppdetError
 
 K = TypeVar("K")
 _state: dict[str, Any] = {}
@@ -69,7 +69,7 @@ def prefetch(method: Callable[[np.ndarray], Any], items: Iterable[tuple[K, np.nd
     2 x workers) images ahead. ``get_boxes()`` waits for that image's boxes; it returns None
     for an item with ``wanted`` False (no proposals computed: e.g. they are cached)."""
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise ArgumentError(f"workers must be >= 1, got {workers}")
     ahead = max(1, 2 * workers if ahead is None else ahead)
     executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init,
                                    initargs=(method, os.getpid()))

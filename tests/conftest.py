@@ -89,3 +89,14 @@ def make_voc(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+def run(*args: str) -> int:
+    """Run the ``sppdet`` command line in this process; its exit status."""
+    from sppdet.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0

@@ -8,6 +8,7 @@ import click
 
 from sppdet.cli.options import dataset_options, device_option, share_cores, speed_options
 from sppdet.data import COCODataset, VOCDataset
+from sppdet.defaults import BBOX_REG, COCO_METRICS
 from sppdet.distributed import rank_device, sharded_run
 
 
@@ -25,7 +26,7 @@ from sppdet.distributed import rank_device, sharded_run
               help="With --model: the backbone weights file the model's features were "
                    "extracted with (`sppdet extract --weights FILE`); checked against the "
                    "sha256 the model records.")
-@click.option("--bbox-reg/--no-bbox-reg", default=True, show_default=True,
+@click.option("--bbox-reg/--no-bbox-reg", default=BBOX_REG, show_default=True,
               help="With --model: apply the model's box regression.")
 @click.option("--max-proposals", type=click.IntRange(min=1), default=None,
               help="With --model: score only each image's first N proposals (in the proposal "
@@ -37,7 +38,7 @@ from sppdet.distributed import rank_device, sharded_run
                    "for a --coco data set also coco_results_<split>.json.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the metrics as JSON (APs as fractions in [0, 1]).")
-@click.option("--coco-metrics/--no-coco", "coco_metrics", default=True, show_default=True,
+@click.option("--coco-metrics/--no-coco", "coco_metrics", default=COCO_METRICS, show_default=True,
               help="Also compute COCO AP@[0.5:0.95], AP50, AP75 and AP by object size with pycocotools.")
 @click.option("--save-display-thresholds", is_flag=True,
               help="With --model: store each class's F1-optimal score threshold on this split "

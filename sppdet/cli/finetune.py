@@ -100,7 +100,7 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
         from sppdet.heads.conv_finetune import ConvFinetuneParams
         from sppdet.heads.conv_model import train_conv_model
 
-        iterations = iterations or ConvFinetuneParams.iterations
+        iterations = iterations or default_of(ConvFinetuneParams, "iterations")
         params = ConvFinetuneParams(
             train_top=not freeze_top, hidden=hidden, dropout=dropout, fg_iou=fg_iou,
             bg_iou_low=bg_iou_low, images_per_batch=images_per_batch, rois_per_image=rois_per_image,

@@ -93,13 +93,15 @@ def default_of(cls: type, name: str) -> Any:
 
 def speed_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add --preset NAME (sppdet.presets) and --workers N (proposal worker processes)."""
-    from sppdet.presets import PRESETS
+    from sppdet.presets import DEFAULT_PRESET, PRESETS
 
-    func = click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+    from sppdet.defaults import PROPOSAL_WORKERS
+
+    func = click.option("--workers", type=click.IntRange(min=0), default=PROPOSAL_WORKERS, show_default=True,
                         help="Compute proposals in N worker processes ahead of the conv passes "
                              "(same results; on 2 cores, 1 worker keeps both busy).")(func)
     choices = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
-    return click.option("--preset", type=click.Choice(list(PRESETS)), default="model", show_default=True,
+    return click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
                         help=f"Test-time speed/accuracy settings ({choices}). See README, Speed.")(func)
 
 

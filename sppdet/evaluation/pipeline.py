@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from sppdet.defaults import BBOX_REG, COCO_METRICS, PROPOSAL_WORKERS
 from sppdet.distributed import Ranks, all_gather_json
 from sppdet.detections import ClassDetections, Detections, group_by_class
 from sppdet.errors import ArgumentError, ConfigMismatchError, SppdetError
@@ -202,12 +203,12 @@ def evaluate(
     proposals_dir: str | os.PathLike | None = None,
     features_dir: str | os.PathLike | None = None,
     device: str | None = None,
-    bbox_reg: bool = True,
+    bbox_reg: bool = BBOX_REG,
     out_dir: str | os.PathLike | None = None,
-    coco_metrics: bool = True,
+    coco_metrics: bool = COCO_METRICS,
     progress: bool = True,
     preset: str | None = None,
-    workers: int = 0,
+    workers: int = PROPOSAL_WORKERS,
     ranks: Ranks | None = None,
     weights: str | os.PathLike | None = None,
     max_proposals: int | None = None,

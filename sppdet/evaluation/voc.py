@@ -97,7 +97,7 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool) -> float:
     rec = np.asarray(rec, dtype=np.float64).reshape(-1)
     prec = np.asarray(prec, dtype=np.float64).reshape(-1)
     if rec.shape != prec.shape:
-        raise ValueError(f"rec and prec differ in shape: {rec.shape} vs {prec.shape}")
+        raise ArgumentError(f"rec and prec differ in shape: {rec.shape} vs {prec.shape}")
     if use_07_metric:
         return float(voc07_interpolated_precision(rec, prec).sum() / len(VOC07_RECALL_THRESHOLDS))
     mrec = np.concatenate([[0.0], rec, [1.0]])

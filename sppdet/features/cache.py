@@ -31,7 +31,7 @@ import torch
 
 from proposals.npz_files import npz_problem
 from sppdet import __version__
-from sppdet.errors import ConfigMismatchError, DataError
+from sppdet.errors import ArgumentError, ConfigMismatchError, DataError
 from sppdet.features.config import FeatureConfig, describe_differences, differing_keys
 from sppdet.features.extractor import FeatureMaps, pool_windows
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
@@ -114,7 +114,7 @@ class FeatureCache:
         if not (directory / MANIFEST).exists():
             missing = [k for k in REQUIRED_KEYS if k not in config]
             if missing:
-                raise ValueError(f"cache config lacks {', '.join(missing)}")
+                raise ArgumentError(f"{directory}: cache config lacks {', '.join(missing)}")
             if directory.exists() and any(directory.glob("*.npz")):
                 raise DataError(f"{directory}: holds .npz files but no {MANIFEST}; choose an empty folder")
             directory.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,8 @@ class FeatureCache:
     def save(self, image_id: str, maps: FeatureMaps, flipped: bool = False) -> Path:
         """Write one image's maps (float16) atomically (``flipped``: its mirror's maps)."""
         if tuple(maps.scales) != tuple(self.config["scales"]):
-            raise ValueError(f"maps at scales {maps.scales}, cache expects {self.config['scales']}")
+            raise ArgumentError(f"{self.dir}: maps at scales {maps.scales}, the cache holds scales "
+                                f"{self.config['scales']}")
         arrays = {f"map_{i}": m.detach().to("cpu", torch.float16).numpy() for i, m in enumerate(maps.maps)}
         arrays["factors"] = np.asarray(maps.factors, dtype=np.float64)
         arrays["image_hw"] = np.asarray(maps.image_hw, dtype=np.int64)

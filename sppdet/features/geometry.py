@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from sppdet.errors import ArgumentError
+
 _SKIPPED_BRANCHES = ("downsample",)
 
 
@@ -54,13 +56,13 @@ def derive_geometry(trunk: nn.Module) -> Geometry:
     offset = 0.0
     for layer in _main_path_layers(trunk):
         if isinstance(layer.padding, str):
-            raise ValueError(f"cannot derive the geometry of {layer}: string padding")
+            raise ArgumentError(f"cannot derive the geometry of {layer}: string padding")
         k, s, p = _pair(layer.kernel_size), _pair(layer.stride), _pair(layer.padding)
         dilation = _pair(getattr(layer, "dilation", 1))
         if k[0] != k[1] or s[0] != s[1] or p[0] != p[1] or dilation != (1, 1):
-            raise ValueError(f"cannot derive the geometry of {layer}: non-square or dilated")
+            raise ArgumentError(f"cannot derive the geometry of {layer}: non-square or dilated")
         if getattr(layer, "ceil_mode", False):
-            raise ValueError(f"cannot derive the geometry of {layer}: ceil_mode")
+            raise ArgumentError(f"cannot derive the geometry of {layer}: ceil_mode")
         offset += stride * ((k[0] - 1) / 2.0 - p[0])
         stride *= s[0]
     return Geometry(stride=stride, offset=offset)

@@ -37,6 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sppdet.errors import ArgumentError
+
 DEFAULT_LEVELS: tuple[int, ...] = (1, 2, 3, 6)
 # Pool only the distinct windows when they are at most this share of all windows.
 _DEDUP_SHARE = 0.75
@@ -148,7 +150,7 @@ class SpatialPyramidPooling(nn.Module):
         super().__init__()
         levels = tuple(int(n) for n in levels)
         if not levels or min(levels) < 1 or len(set(levels)) != len(levels):
-            raise ValueError(f"pyramid levels must be distinct positive integers, got {levels}")
+            raise ArgumentError(f"pyramid levels must be distinct positive integers, got {levels}")
         self.levels = levels
         self.num_bins = sum(n * n for n in levels)
         finest = max(levels)
@@ -267,10 +269,10 @@ def _as_map_list(features: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.
             return [features]
         if features.dim() == 4:
             return list(features.unbind(0))
-        raise ValueError(f"features must be (C, H, W) or (B, C, H, W), got {tuple(features.shape)}")
+        raise ArgumentError(f"features must be (C, H, W) or (B, C, H, W), got {tuple(features.shape)}")
     maps = list(features)
     if not maps or any(f.dim() != 3 or f.shape[0] != maps[0].shape[0] for f in maps):
-        raise ValueError("features must be a non-empty list of (C, H, W) maps with equal C")
+        raise ArgumentError("features must be a non-empty list of (C, H, W) maps with equal C")
     return maps
 
 
@@ -284,13 +286,13 @@ def _check_rois(rois: torch.Tensor | np.ndarray | None, maps: list[torch.Tensor]
         return torch.stack([idx, zeros, zeros, sizes[:, 1] - 1, sizes[:, 0] - 1], dim=1)
     rois = torch.as_tensor(rois, device=device)
     if rois.dim() != 2 or rois.shape[1] not in (4, 5):
-        raise ValueError(f"rois must be (K, 4) or (K, 5), got {tuple(rois.shape)}")
+        raise ArgumentError(f"rois must be (K, 4) or (K, 5), got {tuple(rois.shape)}")
     if rois.is_floating_point():
-        raise ValueError("rois must hold integer cell coordinates (see mapping.map_windows)")
+        raise ArgumentError("rois must hold integer cell coordinates (see mapping.map_windows)")
     rois = rois.to(torch.int64)
     if rois.shape[1] == 4:
         if len(maps) != 1:
-            raise ValueError("rois without a map index need a single feature map")
+            raise ArgumentError("rois without a map index need a single feature map")
         rois = torch.cat([rois.new_zeros((rois.shape[0], 1)), rois], dim=1)
     if rois.shape[0]:
         i, x0, y0, x1, y1 = rois.unbind(1)
@@ -299,6 +301,6 @@ def _check_rois(rois: torch.Tensor | np.ndarray | None, maps: list[torch.Tensor]
         bad = bad_index | (x0 < 0) | (y0 < 0) | (x0 > x1) | (y0 > y1) | (x1 >= hw[:, 1]) | (y1 >= hw[:, 0])
         if bool(bad.any()):
             first = rois[bad][0].tolist()
-            raise ValueError(f"roi {first} (map, x0, y0, x1, y1) is empty or outside its map "
+            raise ArgumentError(f"roi {first} (map, x0, y0, x1, y1) is empty or outside its map "
                              f"(map sizes {sizes.tolist()})")
     return rois

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.linear_model import Ridge
 
+from sppdet.errors import ArgumentError
+
 # Largest log-scale change applied at test time (torchvision's choice): exp() stays finite.
 MAX_LOG_SCALE = float(np.log(1000.0 / 16))
 
@@ -40,7 +42,7 @@ def bbox_targets(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
     px, py, pw, ph = _centres(boxes)
     gx, gy, gw, gh = _centres(gt)
     if np.any(pw <= 0) or np.any(ph <= 0) or np.any(gw <= 0) or np.any(gh <= 0):
-        raise ValueError("bbox_targets: boxes must have positive width and height")
+        raise ArgumentError("bbox_targets: boxes must have positive width and height")
     return np.stack([(gx - px) / pw, (gy - py) / ph, np.log(gw / pw), np.log(gh / ph)], axis=1)
 
 

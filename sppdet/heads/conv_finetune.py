@@ -36,7 +36,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -55,7 +55,7 @@ from sppdet.features.pyramid import nearest_scale
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
 from sppdet.heads.bbox_regression import bbox_targets
 from sppdet.heads.fc_head import FcHead
-from sppdet.heads.finetune import SeededStream, input_moments
+from sppdet.heads.finetune import FcTrainingParams, SeededStream, input_moments
 from sppdet.heads.scoring import BBOX_STDS
 from sppdet.heads.safe_checkpoint import load_training_checkpoint, save_training_checkpoint
 from sppdet.heads.sources import TrainingImage, best_gt
@@ -64,31 +64,24 @@ from sppdet.heads.sources import TrainingImage, best_gt
 
 
 @dataclass(frozen=True)
-class ConvFinetuneParams:
-    """Settings of conv + fc fine-tuning (defaults: the measured recipe, docs/heads.md)."""
+class ConvFinetuneParams(FcTrainingParams):
+    """Settings of conv + fc fine-tuning (defaults: the measured recipe, docs/heads.md); the
+    fc layers, window labels and SGD settings are ``FcTrainingParams``'s (``lr`` is the fc
+    layers' rate)."""
 
     train_top: bool = True  # False: the deeper layer's features without conv fine-tuning
-    hidden: int = 1024
-    dropout: float = 0.5
-    fg_iou: float = 0.5
-    bg_iou_low: float = 0.1
     images_per_batch: int = 2
     rois_per_image: int = 64
-    fg_fraction: float = 0.25
     iterations: int = 5000
-    lr: float = 0.01  # fc layers (new, from scratch)
     top_lr_mult: float = 0.1  # the conv top's rate is lr x this (pre-trained layers)
     lr_step: int = 3750  # both rates drop 10x here
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
     bbox_loss_weight: float = 1.0
     scales: tuple[int, ...] | None = None  # train on these cached scales only (None: all)
     flip: bool = False  # each image mirrored left-right with probability 1/2 (cached maps)
     moment_images: int = 100  # images sampled for the input standardisation
-    seed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = super().as_dict()
         d["scales"] = None if self.scales is None else list(self.scales)
         return d
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from sppdet.data import VOCDataset
 from sppdet.features.conv_top import build_conv_top, check_top_fits_cache
+from sppdet.features.spp import DEFAULT_LEVELS
 from sppdet.heads.conv_finetune import ConvFinetuneParams, ConvFinetuner
 from sppdet.atomic_dir import atomic_directory
 from sppdet.heads.model_dir import (FEATURE_KEYS, FINETUNE_FILE, TEST_DEFAULTS, DetectorModel,
@@ -47,7 +48,7 @@ def train_conv_model(dataset: VOCDataset, features_dir: str | Path, proposals_di
          f"{manifest['backbone']} stages[{top.config.start}:{top.config.end}] -> {top.channels} "
          f"channels at stride {top.stride} ({'fine-tuned' if params.train_top else 'frozen'})")
     trainer = ConvFinetuner(images, caches.features, top, len(dataset.classes), params, device,
-                            manifest.get("levels", (1, 2, 3, 6)))
+                            manifest.get("levels", DEFAULT_LEVELS))
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / CHECKPOINT
     result = trainer.train(ckpt, checkpoint_every=checkpoint_every, stop_after=stop_after,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -39,30 +39,39 @@ CHECKPOINT_EVERY = 500
 
 
 @dataclass(frozen=True)
-class FinetuneParams:
+class FcTrainingParams:
+    """The settings both fine-tunings share: the new fc layers (trained from scratch), the
+    labelling of windows, the foreground share of a mini-batch and SGD. ``FinetuneParams``
+    (fc layers on cached pooled features) and ``heads.conv_finetune.ConvFinetuneParams``
+    (conv top + fc layers through SPP) add their batch composition and schedule."""
+
+    hidden: int = 1024  # width of fc6 and fc7 (the paper: 4096)
+    dropout: float = 0.5
+    fg_iou: float = 0.5  # foreground: IoU >= this with a ground-truth box
+    bg_iou_low: float = 0.1  # background: IoU in [this, fg_iou)
+    fg_fraction: float = 0.25  # foreground share of a mini-batch
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FinetuneParams(FcTrainingParams):
     """Fine-tuning settings. Sizes and schedule are CPU-friendly defaults (the paper used
     4096-wide fc layers and 250k + 50k iterations at 1e-4 / 1e-5 on a GPU, starting from
     pre-trained fc layers; these are trained from scratch)."""
 
-    hidden: int = 1024
-    dropout: float = 0.5
-    fg_iou: float = 0.5
-    bg_iou_low: float = 0.1
-    fg_fraction: float = 0.25
     batch_size: int = 128
     fg_per_image: int = 16
     bg_per_image: int = 48
     iterations: int = 4000
-    lr: float = 0.01
     lr_step: int = 3000  # lr drops 10x here
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
     standardise: bool = True
     init_std: float | None = None
-    seed: int = 0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

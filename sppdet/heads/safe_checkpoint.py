@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sppdet.errors import DataError
+from sppdet.errors import ArgumentError, DataError
 from sppdet.fileio import atomic_path
 
 FORMAT = "sppdet-training-checkpoint"
@@ -199,7 +199,7 @@ def refuse_pickled_checkpoint(path: str | Path) -> None:
     beside ``path``: it is never read, since unpickling can run code."""
     path = Path(path)
     if path.suffix in (".pt", ".pth"):
-        raise ValueError(f"{path}: training checkpoints are .npz files, not pickles")
+        raise ArgumentError(f"{path}: training checkpoints are .npz files, not pickles")
     legacy = path.with_suffix(".pt")
     if legacy.exists():
         raise DataError(f"{legacy}: a checkpoint of an older sppdet, saved as a pickle; it is not "

@@ -19,6 +19,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
+from sppdet.errors import ArgumentError
+
 
 @dataclass(frozen=True)
 class SVMParams:
@@ -44,7 +46,7 @@ class SVMFit:
 def fit_linear_svm(x_pos: np.ndarray, x_neg: np.ndarray, params: SVMParams = SVMParams()) -> SVMFit:
     """Train on positives (P, D) and negatives (N, D); both must be non-empty."""
     if len(x_pos) == 0 or len(x_neg) == 0:
-        raise ValueError(f"an SVM needs positives and negatives (got {len(x_pos)} and {len(x_neg)})")
+        raise ArgumentError(f"an SVM needs positives and negatives (got {len(x_pos)} and {len(x_neg)})")
     x = np.concatenate([np.asarray(x_pos, np.float64), np.asarray(x_neg, np.float64)])
     y = np.concatenate([np.ones(len(x_pos), np.int64), np.zeros(len(x_neg), np.int64)])
     svc = LinearSVC(loss="hinge", dual=True, C=params.C, class_weight={1: params.pos_weight, 0: 1.0},

@@ -34,7 +34,7 @@ def quantize_int8(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row symmetric int8 quantisation of ``a`` (R, ...): returns (q int8, scale (R,) float32)."""
     a = np.asarray(a, np.float32)
     if a.ndim < 2:
-        raise ValueError(f"int8 storage needs an array with rows, got shape {a.shape}")
+        raise ArgumentError(f"int8 storage needs an array with rows, got shape {a.shape}")
     peak = np.abs(a.reshape(len(a), -1)).max(axis=1) if a.size else np.zeros(len(a), np.float32)
     scale = np.where(peak > 0, peak / INT8_MAX, 1.0).astype(np.float32)
     q = np.rint(a / scale.reshape((-1,) + (1,) * (a.ndim - 1)))
@@ -83,7 +83,7 @@ def encode(arrays: Mapping[str, np.ndarray], storage: str = "float32",
             out.update(encode({name + LOW_RANK_U: u, name + LOW_RANK_V: v}, storage))
         elif ranks and name in ranks:
             if a.ndim != 2:
-                raise ValueError(f"{name}: low-rank storage needs a matrix, got shape {a.shape}")
+                raise ArgumentError(f"{name}: low-rank storage needs a matrix, got shape {a.shape}")
             u, v = low_rank_factors(a, ranks[name])
             out.update(encode({name + LOW_RANK_U: u, name + LOW_RANK_V: v}, storage))
         elif storage == "float32" or name in keep_float32 or a.ndim < 2:

@@ -36,10 +36,11 @@ def sample_fc6_inputs(model: DetectorModel, features_dir: str | Path, proposals_
     caches = open_caches(features_dir, proposals_dir)
     source = caches.features
     if model.conv_top is not None:  # fc6 reads pooled features of the conv top's output
+        from sppdet.features.spp import DEFAULT_LEVELS
         from sppdet.heads.conv_finetune import ConvTopSource
 
         source = ConvTopSource(caches.features, model.conv_top,
-                               levels=caches.features_manifest.get("levels", (1, 2, 3, 6)))
+                               levels=caches.features_manifest.get("levels", DEFAULT_LEVELS))
     ids = sorted(caches.features.image_ids())
     if not ids:
         raise SppdetError(f"{features_dir}: no images in the feature cache")

@@ -77,12 +77,13 @@ def train_svm(dataset: Any, features_dir: str | os.PathLike, proposals_dir: str 
         feature_scale = float(finetune_info["feature_scale"])
         if "conv_top" in finetune_info:  # a conv fine-tuned network: pool on its conv top
             from sppdet.features.conv_top import TOP_FILE, ConvTopConfig, load_conv_top
+            from sppdet.features.spp import DEFAULT_LEVELS
             from sppdet.heads.conv_finetune import ConvTopSource
 
             conv_top = load_conv_top(src_dir / TOP_FILE, ConvTopConfig.from_dict(
                 finetune_info["conv_top"], str(src_dir / "finetune.json")))
             source = ConvTopSource(caches.features, conv_top, str(resolve_device(device)),
-                                   caches.features_manifest.get("levels", (1, 2, 3, 6)))
+                                   caches.features_manifest.get("levels", DEFAULT_LEVELS))
     images = DatasetImages(dataset, caches.proposals)
     log(f"{dataset.name}: {len(images)} images, {len(dataset.classes)} classes, head {head}")
     heads = train_heads(images, source, dataset.classes, params, fc=fc,

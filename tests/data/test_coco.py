@@ -9,19 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sppdet.cli import main
+from tests.conftest import run
 from sppdet.data import COCODataset, VOCDataset
 from sppdet.data.coco import coco_to_internal, dataset_to_coco, internal_to_coco
 from sppdet.detections import ClassDetections
 from sppdet.errors import DataError
-
-
-def run(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_box_conversion_by_hand_and_round_trip():

@@ -16,21 +16,13 @@ import pytest
 import torch
 
 import sppdet
-from sppdet.cli import main
 from sppdet.errors import WeightsError
 from sppdet.features.backbones import get_backbone
 from sppdet.features.cache import FeatureCache
 from sppdet.heads.model_dir import DetectorModel, save_model
+from tests.conftest import run
 
 CLASSES = ("cat", "dog")
-
-
-def run(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def one_line_error(capsys, *needles: str) -> str:

@@ -10,38 +10,21 @@ import numpy as np
 import pytest
 
 from sppdet.heads.model_dir import load_model
-from tests.heads.test_heads_cli import CLASSES, run, write_proposals
+from tests.conftest import run
+from tests.heads.conftest import CLASSES, write_rect_voc
 
 
 @pytest.fixture(scope="module")
 def conv_caches(tmp_path_factory):
     import os
 
-    import cv2
-
-    from tests.conftest import WEIGHTS, write_voc_xml
+    from tests.conftest import WEIGHTS
 
     if not (WEIGHTS / "hub" / "checkpoints").is_dir():
         pytest.skip(f"MobileNetV2 ImageNet weights not found under {WEIGHTS} (../shared is absent)")
     os.environ["TORCH_HOME"] = str(WEIGHTS)
     tmp = tmp_path_factory.mktemp("conv_cli")
-    root = tmp / "VOC2007"
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    ids = [f"{k:06d}" for k in range(8)]
-    for k, image_id in enumerate(ids):
-        image = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)
-        x1, y1 = int(rng.integers(5, 60)), int(rng.integers(5, 40))
-        x2, y2 = x1 + int(rng.integers(40, 90)), y1 + int(rng.integers(30, 70))
-        cv2.rectangle(image, (x1 - 1, y1 - 1), (x2 - 1, y2 - 1), (200, 40 + 180 * (k % 2), 60), -1)
-        cv2.imwrite(str(root / "JPEGImages" / f"{image_id}.jpg"), image)
-        write_voc_xml(root / "Annotations" / f"{image_id}.xml", f"{image_id}.jpg", 160, 120,
-                      [(CLASSES[k % 2], (x1, y1, x2, y2), 0)])
-    (root / "ImageSets" / "Main" / "train.txt").write_text("".join(f"{i}\n" for i in ids))
-    (tmp / "classes.txt").write_text("cat\ndog\n")
-    write_proposals(tmp / "props", root, rng)
-    data = ["--voc", str(root), "--classes", str(tmp / "classes.txt")]
+    _, data = write_rect_voc(tmp, 8)
     for name, weights in (("feats", []), ("feats_random", ["--weights", "random"])):
         assert run("extract", *data, "--proposals", str(tmp / "props"), "--out", str(tmp / name),
                    "--backbone", "mobilenet_v2", *weights, "--scales", "160", "--scales", "224",

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from sppdet.errors import ArgumentError, ModelFormatError, SppdetError
+from sppdet.errors import ArgumentError, ModelFormatError
 from sppdet.heads.kinds import FC_HEADS, HEADS, SVM_HEADS, head_spec
 from sppdet.heads.model_dir import load_model, save_model
 from tests.heads.test_heads_model_dir import make_model

@@ -8,60 +8,16 @@ import json
 import numpy as np
 import pytest
 
-from sppdet.cli import main
 from sppdet.features.cache import FeatureCache
 from sppdet.heads.model_dir import load_model
-
-CLASSES = ("cat", "dog")
-
-
-def run(*args: str) -> int:
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-def write_proposals(folder, root, rng) -> None:
-    """Jittered copies of the ground truth plus random boxes, in the cache format."""
-    from sppdet.data import VOCDataset
-
-    folder.mkdir()
-    (folder / "meta.json").write_text(json.dumps({"method": "fixture", "params": {}, "format": 1}))
-    ds = VOCDataset(root, split="train", classes=CLASSES)
-    for image_id in ds.ids:
-        gt = ds.annotation(image_id).boxes
-        jit = np.repeat(gt, 10, axis=0) + rng.uniform(-8, 8, (10 * len(gt), 4))
-        xy = rng.uniform(0, 100, (30, 2))
-        boxes = np.concatenate([jit, np.concatenate([xy, xy + rng.uniform(10, 60, (30, 2))], 1)])
-        boxes = np.clip(boxes, 0, [160, 120, 160, 120]).astype(np.float32)
-        np.savez(folder / f"{image_id}.npz", boxes=boxes, scores=np.zeros(len(boxes), np.float32))
+from tests.conftest import run
+from tests.heads.conftest import CLASSES, write_rect_voc
 
 
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
-    import cv2
-
-    from tests.conftest import write_voc_xml
-
     tmp = tmp_path_factory.mktemp("heads_cli")
-    root = tmp / "VOC2007"
-    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / sub).mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    ids = [f"{k:06d}" for k in range(12)]
-    for k, image_id in enumerate(ids):
-        image = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)
-        x1, y1 = int(rng.integers(5, 60)), int(rng.integers(5, 40))
-        x2, y2 = x1 + int(rng.integers(40, 90)), y1 + int(rng.integers(30, 70))
-        cv2.rectangle(image, (x1 - 1, y1 - 1), (x2 - 1, y2 - 1), (200, 40 + 180 * (k % 2), 60), -1)
-        cv2.imwrite(str(root / "JPEGImages" / f"{image_id}.jpg"), image)
-        write_voc_xml(root / "Annotations" / f"{image_id}.xml", f"{image_id}.jpg", 160, 120,
-                      [(CLASSES[k % 2], (x1, y1, x2, y2), 0)])
-    (root / "ImageSets" / "Main" / "train.txt").write_text("".join(f"{i}\n" for i in ids))
-    (tmp / "classes.txt").write_text("cat\ndog\n")
-    write_proposals(tmp / "props", root, rng)
+    root, _ = write_rect_voc(tmp, 12)
     assert run("extract", "--voc", str(root), "--classes", str(tmp / "classes.txt"), "--proposals",
                str(tmp / "props"), "--out", str(tmp / "feats"), "--backbone", "zf5", "--weights",
                "random", "--scales", "96", "--device", "cpu") == 0
