@@ -13,13 +13,16 @@
 # 4. shipped run: the same on all of trainval (nothing held out), thresholds from step 3,
 #    packed into PACK_INTO (default the package's model; PACK_INTO= leaves it alone).
 # The development and shipped trainings run at the same time, one thread each.
-# Set TOP_ARGS (default "--conv-top 18 --top-reduce 128"), ITERATIONS (default 3000).
+# Set TOP_ARGS (default "--conv-top 18 --top-reduce 128"), ITERATIONS (default 8000), FLIP
+# (default 1: mirrored copies, `extract --flip` + `finetune --flip`; 0: without).
 set -euo pipefail
 C=${1:?usage: $0 CACHE_DIR [VOC2007_DIR]}
 V=${2:-../shared/data/VOCdevkit/VOC2007}
 SPPDET=${SPPDET:-sppdet}
 SCALES=${SCALES:-480 576 688 864 1200}
-ITERATIONS=${ITERATIONS:-3000}
+ITERATIONS=${ITERATIONS:-8000}
+FLIP=${FLIP:-1}
+flip_args=(); [ "$FLIP" = 1 ] && flip_args=(--flip)
 read -r -a TOP_ARGS <<< "${TOP_ARGS---conv-top 18 --top-reduce 128}"
 PACK_INTO=${PACK_INTO-sppdet/models/voc07_mobilenet_v2}
 cd "$(dirname "$0")/.."
@@ -36,13 +39,13 @@ val_ids=splits/voc07_valsplit_val.txt
 run proposals_trainval $SPPDET proposals --voc "$V" --split trainval --method ss-fast \
     --out "$C/voc07_ss" --workers 2 --no-progress
 run "extract_trainval_$tag" $SPPDET extract --voc "$V" --split trainval --proposals "$C/voc07_ss" \
-    --out "$feats" "${scale_args[@]}" --threads 2
+    --out "$feats" "${scale_args[@]}" --threads 2 "${flip_args[@]}"
 dev=$C/model_conv_dev_$tag
 all=$C/model_conv_all_$tag
 (
     export OMP_NUM_THREADS=1
     run "finetune_conv_dev_$tag" $SPPDET finetune --voc "$V" --split train "${CACHES[@]}" \
-        "${TOP_ARGS[@]}" --iterations "$ITERATIONS" --out "$dev" --quiet
+        "${TOP_ARGS[@]}" "${flip_args[@]}" --iterations "$ITERATIONS" --out "$dev" --quiet
     run "eval_conv_dev_$tag" $SPPDET eval --voc "$V" --ids "$val_ids" --model "$dev" "${CACHES[@]}" \
         --save-display-thresholds --json "$C/eval_conv_dev_$tag.json" --out "$C/eval_conv_dev_$tag"
     run "analyze_conv_dev_$tag" $SPPDET analyze --voc "$V" --ids "$val_ids" \
@@ -53,7 +56,7 @@ all=$C/model_conv_all_$tag
 ) &
 dev_job=$!
 OMP_NUM_THREADS=1 run "finetune_conv_all_$tag" $SPPDET finetune --voc "$V" --split trainval \
-    "${CACHES[@]}" "${TOP_ARGS[@]}" --iterations "$ITERATIONS" --out "$all" --quiet
+    "${CACHES[@]}" "${TOP_ARGS[@]}" "${flip_args[@]}" --iterations "$ITERATIONS" --out "$all" --quiet
 wait "$dev_job"
 run "thresholds_conv_$tag" $SPPDET eval --voc "$V" --ids "$val_ids" --model "$dev" "${CACHES[@]}" \
     --save-display-thresholds --thresholds-into "$all" --no-coco

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sppdet.errors import ModelFormatError
 
-DEFAULT_MODEL = "voc07_mobilenet_v2"
+DEFAULT_MODEL = "voc07_mobilenet_v2"  # conv fine-tuned through SPP, softmax + box deltas
+SVM_MODEL = "voc07_mobilenet_v2_svm"  # the paper's recipe: fc7 SVMs + ridge box regression
 
 
 def shipped_model_dir(name: str = DEFAULT_MODEL) -> Path:

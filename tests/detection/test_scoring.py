@@ -17,7 +17,7 @@ from sppdet.heads.bbox_regression import apply_deltas as apply_deltas_np
 from sppdet.heads.fc_head import FcHead
 from sppdet.heads.model_dir import DetectorModel, load_model, save_model
 from sppdet.heads.scoring import BBOX_STDS, apply_deltas
-from sppdet.models import shipped_model_dir
+from sppdet.models import SVM_MODEL, shipped_model_dir
 
 
 # ---- the numpy implementation before the torch path (reference) -------------------------
@@ -111,7 +111,7 @@ def pool_model(dim: int, classes: list[str], seed: int, config: dict) -> Detecto
 
 @pytest.fixture(scope="module")
 def shipped():
-    return load_model(shipped_model_dir())
+    return load_model(shipped_model_dir(SVM_MODEL))
 
 
 def assert_scores_close(new, ref):
@@ -166,7 +166,7 @@ def _images(voc_root):
 @pytest.mark.parametrize("real", [False, True], ids=["synthetic", "voc"])
 def test_detections_identical_to_numpy_path(real, torch_home, request):
     voc = request.getfixturevalue("voc2007_root") if real else None
-    shipped = load_model(shipped_model_dir())
+    shipped = load_model(shipped_model_dir(SVM_MODEL))
     shipped.config = {**shipped.config, "scales": [480]}  # one scale: fast
     other = pool_model(shipped.fc.in_dim, shipped.classes, 5, shipped.config)
     params = DetectionParams(score_threshold=-1.2, nms_iou=0.3, max_per_image=100)
