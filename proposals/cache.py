@@ -95,9 +95,7 @@ class ProposalCache:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError) as e:
                 raise ProposalError(f"{meta_path}: unreadable ({e})") from None
-            if meta.get("format") != FORMAT_VERSION:
-                raise ProposalError(f"{meta_path}: unknown format {meta.get('format')!r} "
-                                    f"(this version reads format {FORMAT_VERSION})")
+            _check_meta(meta, meta_path)
             self._meta = meta
         return self._meta
 
@@ -141,18 +139,59 @@ class ProposalCache:
                                     f"(run `sppdet proposals` for it, or check the id)")
         try:
             with np.load(path, allow_pickle=False) as data:
-                boxes = data["boxes"].astype(np.float32).reshape(-1, 4)
-                scores = data["scores"].astype(np.float32).reshape(-1)
-                recorded = tuple(int(v) for v in data["image_hw"]) if "image_hw" in data.files else None
+                boxes = np.asarray(data["boxes"])
+                scores = np.asarray(data["scores"]).astype(np.float32).reshape(-1)
+                recorded = (tuple(int(v) for v in np.asarray(data["image_hw"]).reshape(-1))
+                            if "image_hw" in data.files else None)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise ProposalError(f"{path}: unreadable proposal file, damaged ({type(e).__name__}: "
                                 f"{e}); run `sppdet proposals` again to recompute it") from None
+        _check_arrays(path, boxes.shape, len(scores), recorded, boxes)
+        boxes = boxes.astype(np.float32).reshape(-1, 4)
         if image_hw is not None and recorded is not None and recorded != tuple(int(v) for v in image_hw):
             raise ProposalError(
                 f"{path}: proposals of a {recorded[1]}x{recorded[0]} image (width x height), but "
                 f"image {image_id!r} is {int(image_hw[1])}x{int(image_hw[0])}; they were computed "
                 f"from another image: compute proposals for these images into another folder")
         return Proposals(boxes=boxes, scores=scores)
+
+
+def _check_meta(meta: Any, meta_path: Path) -> None:
+    """meta.json's keys: ``format`` this version's, ``method`` a name, ``params`` an object
+    of plain values (``ProposalError`` naming the file and the key)."""
+    if not isinstance(meta, dict):
+        raise ProposalError(f"{meta_path}: not a JSON object")
+    if meta.get("format") != FORMAT_VERSION:
+        raise ProposalError(f"{meta_path}: key 'format': unknown format {meta.get('format')!r} "
+                            f"(this version reads format {FORMAT_VERSION})")
+    if not isinstance(meta.get("method"), str) or not meta["method"]:
+        raise ProposalError(f"{meta_path}: key 'method': must be a method name, got "
+                            f"{meta.get('method')!r}")
+    params = meta.get("params", {})
+    if not isinstance(params, dict):
+        raise ProposalError(f"{meta_path}: key 'params': must be an object, got {params!r}")
+    plain = (str, int, float, bool, type(None))
+    for k, v in params.items():
+        if not isinstance(v, plain) and not (isinstance(v, list) and all(isinstance(x, plain) for x in v)):
+            raise ProposalError(f"{meta_path}: key 'params.{k}': must be a plain value or a list of "
+                                f"them, got {v!r}")
+
+
+def _check_arrays(path: Path, boxes_shape: tuple[int, ...], n_scores: int,
+                  image_hw: tuple[int, ...] | None, boxes: np.ndarray) -> None:
+    """A proposal file's arrays agree: ``boxes`` (N, 4) finite, ``scores`` (N,),
+    ``image_hw`` (2,) positive (``ProposalError`` naming the file and the array)."""
+    n = 0 if boxes.size == 0 else boxes_shape[0]
+    if boxes.size and (len(boxes_shape) != 2 or boxes_shape[1] != 4):
+        raise ProposalError(f"{path}: key 'boxes': shape {boxes_shape}, expected (N, 4)")
+    if boxes.dtype.kind not in "fiu":
+        raise ProposalError(f"{path}: key 'boxes': {boxes.dtype} values, expected numbers")
+    if n_scores != n:
+        raise ProposalError(f"{path}: key 'scores': {n_scores} scores for {n} boxes")
+    if image_hw is not None and (len(image_hw) != 2 or min(image_hw) < 1):
+        raise ProposalError(f"{path}: key 'image_hw': is {image_hw}, expected (height, width) >= 1")
+    if boxes.size and not np.isfinite(boxes).all():
+        raise ProposalError(f"{path}: key 'boxes': holds NaN or infinite values")
 
 
 def _describe_diff(old: dict[str, Any], new: dict[str, Any]) -> str:

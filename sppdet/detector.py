@@ -67,9 +67,10 @@ class DetectionParams:
         return cls(**values)
 
 
-def feature_key(config: dict[str, Any]) -> FeatureConfig:
-    """What a model's features depend on; models with equal keys share one conv pass."""
-    return FeatureConfig.from_dict(config, "model config")
+def feature_key(config: dict[str, Any], where: str = "model config") -> FeatureConfig:
+    """What a model's features depend on; models with equal keys share one conv pass.
+    Every key checked (``features.config.FEATURE_FIELDS``; errors name ``where``)."""
+    return FeatureConfig.from_dict(config, where)
 
 
 def weights_files(weights: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list[Path]:
@@ -160,9 +161,9 @@ class Detector:
             if not f.is_file():
                 raise WeightsError(f"{f}: weights file not found (--weights)")
         for m in self.models:
-            key = feature_key(m.config)
+            where = str(m.path / "config.json") if m.path is not None else "model config"
+            key = feature_key(m.config, where)
             if key not in self.extractors:
-                where = str(m.path / "config.json") if m.path is not None else "the model"
                 self.extractors[key] = build_extractor(m.config, self.device, files, where, digests)
         recorded = {recorded_file_weights(str(m.config["weights"])) for m in self.models}
         used = {digest for _, digest in filter(None, recorded)}
@@ -329,14 +330,31 @@ def proposer_for(proposals_config: dict[str, Any], method: str | None = None,
     The model records the proposal cache's method and parameters; those that configure the
     method (common options and the method's own keyword arguments) are passed back.
     ``max_boxes`` overrides the number of boxes kept.
+
+    A model never names a file to read: a recorded ``edge_model`` path is ignored (EdgeBoxes'
+    structured edge model comes only from ``SPPDET_EDGE_MODEL``), and the edge detector so
+    built must be the recorded one (kind, and the edge model's sha256), else an SppdetError
+    says what to set: other edges would give other proposals than the model was trained on.
     """
     from proposals import DEFAULT_METHOD, create_method_from_params
 
     name = method or proposals_config.get("method") or DEFAULT_METHOD
     params = dict(proposals_config.get("params", {})) if method is None else {}
+    params.pop("edge_model", None)
     if max_boxes is not None:
         params["max_boxes"] = int(max_boxes)
-    return MethodProposer(create_method_from_params(name, params))
+    created = create_method_from_params(name, params)
+    edges = getattr(created, "edges", None)
+    if "edges" in params and edges is not None:
+        built = edges.params()
+        recorded = {k: params[k] for k in built if k in params}
+        if any(built[k] != v for k, v in recorded.items()):
+            raise SppdetError(
+                f"the model's proposals used edges {recorded}, but this machine builds "
+                f"{ {k: built[k] for k in recorded} } (the structured edge model comes from "
+                f"$SPPDET_EDGE_MODEL only): set it to the model's model.yml.gz or unset it to "
+                f"match, or choose the proposals with --proposals METHOD / --preset")
+    return MethodProposer(created)
 
 
 class MethodProposer:

@@ -23,3 +23,8 @@ class ArgumentError(SppdetError, ValueError):
 
 class WeightsError(ConfigMismatchError):
     """Backbone weights that are missing or are not the ones a model or cache was made with."""
+
+
+class InvalidValueError(ModelFormatError, DataError):
+    """A value in a file sppdet reads (a model's config.json, a cache manifest) has the wrong
+    type, range or shape; the message names the file and the key."""

@@ -192,6 +192,12 @@ def resolve_recorded_weights(recorded: str, files: Sequence[str | os.PathLike], 
     Raises:
         WeightsError: the recorded weights came from a file and none of ``files`` is it.
     """
+    import re
+
+    from sppdet.features.config import WEIGHTS_DESCRIPTION, WEIGHTS_PATTERN
+
+    if not re.fullmatch(WEIGHTS_PATTERN, recorded):  # e.g. a path: never read from a record
+        raise WeightsError(f"{where}: recorded weights {recorded!r} must be {WEIGHTS_DESCRIPTION}")
     if recorded.startswith(RANDOM_WEIGHTS):
         return RANDOM_WEIGHTS
     wanted = recorded_file_weights(recorded)

@@ -31,8 +31,10 @@ import torch
 
 from proposals.npz_files import npz_problem
 from sppdet import __version__
+from sppdet import schema
 from sppdet.errors import ArgumentError, ConfigMismatchError, DataError
-from sppdet.features.config import FeatureConfig, describe_differences, differing_keys
+from sppdet.features.config import (PROPOSALS_FIELDS, FeatureConfig, describe_differences,
+                                    differing_keys, feature_fields)
 from sppdet.features.extractor import FeatureMaps, pool_windows
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
 from sppdet.fileio import load_json, remove_stale_temporaries, save_npz
@@ -41,6 +43,18 @@ CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
 FLIPPED = "flipped"  # sub-folder of the mirrored images' maps
 REQUIRED_KEYS = ("backbone", "weights", "layer", "channels", "stride", "offset", "scales", "max_size")
+
+# What manifest.json must hold (``sppdet.schema``; checked whenever a cache is opened). The
+# feature settings' backbone may be any name: training also runs on synthetic caches.
+_CONFIG_FIELDS = {k: v for k, v in feature_fields(registered_backbone=False).items() if k != "levels"}
+MANIFEST_FIELDS: dict[str, schema.Key] = {
+    "format": schema.Key(schema.integer()),
+    "config": schema.Key(schema.mapping({
+        **_CONFIG_FIELDS, "proposals": schema.Key(schema.mapping(PROPOSALS_FIELDS), required=False)})),
+    "hash": schema.Key(schema.text(), required=False),
+    "levels": schema.Key(schema.list_of(schema.integer(1, 1000), min_len=1, unique=True), required=False),
+    "sppdet": schema.Key(schema.text(), required=False),
+}
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -88,14 +102,13 @@ class FeatureCache:
             raise DataError(f"{self.dir}: not a feature cache (no {MANIFEST}); run `sppdet extract` first")
         try:
             manifest = load_json(path)
-            config = manifest["config"]
-            if manifest.get("format") != CACHE_FORMAT:
-                raise DataError(f"{path}: cache format {manifest.get('format')!r}, expected {CACHE_FORMAT}")
-            missing = [k for k in REQUIRED_KEYS if k not in config]
-            if missing:
-                raise DataError(f"{path}: manifest config lacks {', '.join(missing)}")
-        except (ValueError, KeyError, TypeError) as e:
+        except ValueError as e:
             raise DataError(f"{path}: unreadable cache manifest ({e})") from e
+        schema.validate(manifest, MANIFEST_FIELDS, path)
+        if manifest["format"] != CACHE_FORMAT:
+            raise schema.invalid(path, "format", f"cache format {manifest['format']}, this sppdet "
+                                                 f"reads {CACHE_FORMAT}")
+        config = manifest["config"]
         self.config: dict[str, Any] = config
         self.hash: str = config_hash(config)
         self.levels: tuple[int, ...] = tuple(manifest.get("levels", DEFAULT_LEVELS))
@@ -205,6 +218,17 @@ class FeatureCache:
                             f"run `sppdet extract` again to recompute it") from None
         if scales != tuple(self.config["scales"]):
             raise DataError(f"{path}: scales {scales} differ from the manifest's {self.config['scales']}")
+        channels = int(self.config["channels"])
+        for i, m in enumerate(maps):
+            if m.ndim != 3 or m.shape[0] != channels:
+                raise schema.invalid(path, f"map_{i}", f"shape {tuple(m.shape)}, expected ({channels}, H, W) "
+                                                       f"(channels in {self.dir / MANIFEST})")
+        if factors.shape != (len(scales), 2):
+            raise schema.invalid(path, "factors", f"shape {factors.shape}, expected ({len(scales)}, 2)")
+        if not (np.isfinite(factors).all() and (factors > 0).all()):
+            raise schema.invalid(path, "factors", "must be positive finite numbers")
+        if len(hw) != 2 or min(hw) < 1:
+            raise schema.invalid(path, "image_hw", f"is {hw}, expected (height, width), both >= 1")
         return FeatureMaps(maps, factors, (hw[0], hw[1]), scales)
 
     @torch.inference_mode()

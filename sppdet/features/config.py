@@ -12,12 +12,65 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
+from sppdet import schema
 from sppdet.errors import ConfigMismatchError, DataError
 from sppdet.features.spp import DEFAULT_LEVELS
 
 # The keys, in the order they are recorded.
 FEATURE_KEYS = ("backbone", "weights", "layer", "channels", "stride", "offset", "scales", "max_size",
                 "levels")
+
+# A recorded weights identifier: random (with its seed), a torchvision weights name, or a
+# file's name and digest (``sppdet extract --weights FILE``). Never a path: a model or a
+# cache does not name files to read (the weights file is given again with --weights).
+WEIGHTS_PATTERN = r"random(\(seed=\d+\))?|none|[A-Za-z][A-Za-z0-9_]*|file:[^/\\]+#sha256:[0-9a-f]{1,64}"
+WEIGHTS_DESCRIPTION = ("random, a torchvision weights name or file:NAME#sha256:DIGEST "
+                       "(never a path)")
+
+
+def _registered_backbone(value: Any) -> None:
+    from sppdet.features.backbones import backbone_names
+
+    schema.text(choices=backbone_names())(value)
+
+
+def feature_fields(required: bool = True, registered_backbone: bool = True) -> dict[str, schema.Key]:
+    """Declarative checks of the feature settings (``sppdet.schema``), in a model's
+    config.json (top level) and a feature cache's manifest (``config``; ``levels`` beside it
+    there). ``required``: every key but ``levels`` must be present; ``registered_backbone``:
+    the backbone must be one of ``features.backbones`` (what detection needs; training also
+    runs on synthetic features of other names)."""
+    return {
+        "backbone": schema.Key(_registered_backbone if registered_backbone else schema.text(), required),
+        "weights": schema.Key(schema.text(pattern=WEIGHTS_PATTERN, describe=WEIGHTS_DESCRIPTION), required),
+        "layer": schema.Key(schema.text(), required),
+        "channels": schema.Key(schema.integer(1), required),
+        "stride": schema.Key(schema.integer(1), required),
+        "offset": schema.Key(schema.number(), required),
+        "scales": schema.Key(schema.list_of(schema.integer(1, 100_000), min_len=1, unique=True), required),
+        "max_size": schema.Key(schema.integer(1), required),
+        "levels": schema.Key(schema.list_of(schema.integer(1, 1000), min_len=1, unique=True), False),
+    }
+
+
+FEATURE_FIELDS = feature_fields()
+
+# The proposal method's settings recorded with a cache or a model (meta.json's ``method``
+# and ``params``): the common options' and the built-in methods' own types and ranges;
+# other entries (descriptions) must be plain values.
+PROPOSAL_PARAM_FIELDS: dict[str, schema.Key] = {
+    name: schema.Key(check, required=False) for name, check in {
+        "max_boxes": schema.integer(1), "min_side": schema.number(lo=0), "dedupe": schema.boolean(),
+        "max_side": schema.integer(0), "base_k": schema.integer(1), "inc_k": schema.integer(1),
+        "sigma": schema.number(lo=0), "seed": schema.integer(), "alpha": schema.number(0, 1),
+        "beta": schema.number(0, 1), "min_score": schema.number(lo=0), "mode": schema.text(),
+    }.items()
+}
+PROPOSALS_FIELDS: dict[str, schema.Key] = {
+    "method": schema.Key(schema.text(), required=False),  # default ss-fast
+    "params": schema.Key(schema.mapping(PROPOSAL_PARAM_FIELDS, values=schema.scalar()), required=False),
+    "format": schema.Key(schema.integer(1), required=False),
+}
 
 
 @dataclass(frozen=True)
@@ -52,11 +105,10 @@ class FeatureConfig:
         are ignored; ``levels`` defaults to ``DEFAULT_LEVELS``, as before it was recorded).
 
         Raises:
-            DataError: a key is missing or has a value of the wrong kind (naming ``where``).
+            InvalidValueError (a DataError): a key is missing or has a value of the wrong
+                type or range (``where`` and the key named; ``FEATURE_FIELDS``).
         """
-        missing = [k for k in FEATURE_KEYS if k not in config and k != "levels"]
-        if missing:
-            raise DataError(f"{where}: feature settings lack {', '.join(missing)}")
+        schema.validate(config, FEATURE_FIELDS, where)
         try:
             return cls(backbone=str(config["backbone"]), weights=str(config["weights"]),
                        layer=str(config["layer"]), channels=int(config["channels"]),

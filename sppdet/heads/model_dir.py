@@ -42,13 +42,16 @@ import torch
 
 from sppdet.atomic_dir import atomic_directory, recover_directory
 from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU, SCORE_THRESHOLD
+from sppdet import schema
 from sppdet.errors import ArgumentError, ConfigMismatchError, ModelFormatError
-from sppdet.features.config import FEATURE_KEYS, check_same
+from sppdet.features.config import (FEATURE_KEYS, PROPOSALS_FIELDS, WEIGHTS_DESCRIPTION, WEIGHTS_PATTERN,
+                                    check_same, feature_fields)
 from sppdet.fileio import atomic_path, save_json, save_npz
+from sppdet.features.spp import DEFAULT_LEVELS
 from sppdet.features.conv_top import TOP_FILE, ConvTop, ConvTopConfig, load_conv_top
 from sppdet.heads.bbox_regression import BoxRegressor
 from sppdet.heads.fc_head import FcHead
-from sppdet.heads.kinds import FC_HEADS, HeadSpec, head_spec
+from sppdet.heads.kinds import FC_HEADS, HEADS, HeadSpec, head_spec
 from sppdet.heads.scoring import WindowScorer, apply_deltas
 from sppdet.heads.weight_storage import encode, input_aware_factors, read_npz
 
@@ -67,6 +70,80 @@ FINETUNE_FILE = "finetune.json"
 
 # Test-time defaults of the official SPP-net code (recorded in every model's config.json).
 TEST_DEFAULTS = {"nms_iou": NMS_IOU, "score_threshold": SCORE_THRESHOLD, "max_per_image": MAX_PER_IMAGE}
+
+STORAGES = ("float32", "float16", "int8")
+
+# What every key of config.json that detection reads must be (``sppdet.schema``); checked
+# on every read (``read_config``), the arrays' shapes against it in ``load_model``.
+# Unlisted keys (training summaries, the feature cache's manifest) are records only.
+TEST_FIELDS: dict[str, schema.Key] = {
+    "score_threshold": schema.Key(schema.number(), required=False),
+    "nms_iou": schema.Key(schema.number(0, 1), required=False),
+    "max_per_image": schema.Key(schema.integer(1), required=False),
+    "display_threshold": schema.Key(schema.number(), required=False),
+    "display_thresholds": schema.Key(schema.mapping(values=schema.number()), required=False),
+    "display_thresholds_from": schema.Key(schema.text(), required=False),
+}
+CONV_TOP_FIELDS: dict[str, schema.Key] = {
+    "backbone": schema.Key(schema.text()),
+    "start": schema.Key(schema.integer(0)),
+    "end": schema.Key(schema.integer(1)),
+    "in_channels": schema.Key(schema.integer(1)),
+    "channels": schema.Key(schema.integer(1)),
+    "stride": schema.Key(schema.integer(1)),
+    "offset": schema.Key(schema.number()),
+    "init_weights": schema.Key(schema.text(pattern=WEIGHTS_PATTERN, describe=WEIGHTS_DESCRIPTION)),
+    "reduce": schema.Key(schema.nullable(schema.integer(1)), required=False),
+}
+MODEL_FIELDS: dict[str, schema.Key] = {
+    "format_version": schema.Key(schema.integer(1, FORMAT_VERSION)),
+    # Checked when present; detection requires them all (``FeatureConfig.from_dict``).
+    **feature_fields(required=False, registered_backbone=False),
+    "head": schema.Key(schema.text(choices=list(HEADS))),
+    "classes": schema.Key(schema.list_of(schema.text(), min_len=1, unique=True)),
+    "feature_scale": schema.Key(schema.number(positive=True)),
+    "fc7_scale": schema.Key(schema.nullable(schema.number(positive=True)), required=False),
+    "bbox_regression": schema.Key(schema.boolean(), required=False),
+    "num_classes": schema.Key(schema.integer(1), required=False),
+    "svm_dim": schema.Key(schema.integer(1), required=False),
+    "proposals": schema.Key(schema.mapping(PROPOSALS_FIELDS), required=False),
+    "test": schema.Key(schema.mapping(TEST_FIELDS), required=False),
+    "conv_top": schema.Key(schema.mapping(CONV_TOP_FIELDS), required=False),
+    "weights_storage": schema.Key(schema.text(choices=STORAGES), required=False),
+    "fc6_rank": schema.Key(schema.integer(1), required=False),
+    "fc6_rank_fit": schema.Key(schema.text(), required=False),
+}
+FINETUNE_FIELDS: dict[str, schema.Key] = {
+    "format_version": schema.Key(schema.integer(1, FORMAT_VERSION)),
+    "classes": schema.Key(schema.list_of(schema.text(), min_len=1, unique=True)),
+    "feature_scale": schema.Key(schema.number(positive=True)),
+    "features": schema.Key(schema.mapping()),
+}
+
+
+def validate_config(cfg: dict[str, Any], file: str | Path, complete: bool = True) -> None:
+    """Check a model's config.json (the keys of ``MODEL_FIELDS`` and how they agree with
+    each other); ``InvalidValueError`` names the file and the key. ``complete=False``: only
+    the keys present (a config.json that only receives settings, e.g. display thresholds)."""
+    schema.validate(cfg, MODEL_FIELDS, file, require=complete)
+    classes = cfg.get("classes")
+    if classes is not None and "num_classes" in cfg and cfg["num_classes"] != len(classes):
+        raise schema.invalid(file, "num_classes", f"is {cfg['num_classes']}, but 'classes' lists "
+                                                  f"{len(classes)}")
+    spec = HEADS.get(cfg.get("head"))  # type: ignore[arg-type]
+    if spec is not None and spec.svm_input == "fc7" and not isinstance(cfg.get("fc7_scale"), (int, float)):
+        raise schema.invalid(file, "fc7_scale", "missing; head fc7 needs it (a positive number)")
+    unknown = sorted(set(cfg.get("test", {}).get("display_thresholds", {})) - set(classes or []))
+    if classes is not None and unknown:
+        raise schema.invalid(file, f"test.display_thresholds.{unknown[0]}",
+                             "not one of the model's classes")
+    top = cfg.get("conv_top")
+    if top is not None and top["end"] <= top["start"]:
+        raise schema.invalid(file, "conv_top.end", f"must be above conv_top.start ({top['start']}), "
+                                                   f"got {top['end']}")
+    if top is not None and "backbone" in cfg and top["backbone"] != cfg["backbone"]:
+        raise schema.invalid(file, "conv_top.backbone", f"is {top['backbone']!r}, the model's "
+                                                        f"backbone is {cfg['backbone']!r}")
 
 
 @dataclass
@@ -314,30 +391,67 @@ def read_config(path: str | Path, name: str = CONFIG_FILE) -> dict[str, Any]:
         raise ModelFormatError(f"{file}: not valid JSON ({e})") from None
     version = cfg.get("format_version") if isinstance(cfg, dict) else None
     if not isinstance(version, int) or isinstance(version, bool):
-        raise ModelFormatError(f"{file}: no integer format_version; not an sppdet model file")
+        raise ModelFormatError(f"{file}: key 'format_version': must be an integer, got "
+                               f"{version!r}; not an sppdet model file")
     if version > FORMAT_VERSION:
         raise ModelFormatError(
-            f"{file}: format version {version} is newer than this sppdet supports "
+            f"{file}: key 'format_version': format version {version} is newer than this sppdet supports "
             f"({FORMAT_VERSION}); upgrade sppdet")
     if version < 1:
-        raise ModelFormatError(f"{file}: unknown format version {version}")
+        raise ModelFormatError(f"{file}: key 'format_version': unknown format version {version}")
+    if name == CONFIG_FILE:
+        validate_config(cfg, file, complete=False)  # load_model requires the keys it needs
+    elif name == FINETUNE_FILE:
+        schema.validate(cfg, FINETUNE_FIELDS, file)
     return cfg
 
 
+def pooled_dim(cfg: dict[str, Any]) -> int | None:
+    """Length of a window's pooled feature vector: the pooled layer's channels (the conv
+    top's output for a conv fine-tuned model) times the SPP bins; None when the config
+    records no channels (a model of synthetic features)."""
+    channels = cfg["conv_top"]["channels"] if "conv_top" in cfg else cfg.get("channels")
+    if channels is None:
+        return None
+    return int(channels) * sum(int(n) ** 2 for n in cfg.get("levels", DEFAULT_LEVELS))
+
+
+def _check_shape(file: Path, key: str, array: np.ndarray, shape: tuple[int, ...], why: str) -> None:
+    if array.shape != shape:
+        raise schema.invalid(file, key, f"shape {array.shape}, expected {shape} ({why})")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise schema.invalid(file, key, "holds NaN or infinite values")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> DetectorModel:
-    """Load a model directory written by ``save_model``; clear errors for bad directories."""
+    """Load a model directory written by ``save_model``; clear errors for bad directories.
+
+    config.json is checked key by key (``read_config``), then every array against it:
+    the classes, the pooled feature size (channels times SPP bins), the fc layers' sizes.
+    """
     path = Path(path)
     cfg = read_config(path)
-    spec = head_spec(cfg.get("head"), str(path / CONFIG_FILE))
+    config_file = path / CONFIG_FILE
+    validate_config(cfg, config_file, complete=True)
+    spec = head_spec(cfg.get("head"), str(config_file))
+    C, d_pool = len(cfg["classes"]), pooled_dim(cfg)
     conv_top = None
     if "conv_top" in cfg:
-        conv_top = load_conv_top(path / TOP_FILE, ConvTopConfig.from_dict(cfg["conv_top"], str(path / CONFIG_FILE)))
+        conv_top = load_conv_top(path / TOP_FILE, ConvTopConfig.from_dict(cfg["conv_top"], str(config_file)))
         conv_top = conv_top.to(device)
-    if spec.classifier:
+
+    def fc_layers() -> FcHead:
         fc = load_fc(fc_file(path), device)
-        if fc.num_classes != len(cfg.get("classes", [])):
+        if d_pool is not None and fc.in_dim != d_pool:
+            raise ModelFormatError(f"{fc_file(path)}: fc6 takes {fc.in_dim} inputs, but {config_file} "
+                                   f"gives pooled features of {d_pool} (channels x SPP bins of 'levels')")
+        return fc
+
+    if spec.classifier:
+        fc = fc_layers()
+        if fc.num_classes != C:
             raise ModelFormatError(f"{path}: the fc layers have {fc.num_classes} classes, "
-                                   f"{CONFIG_FILE} lists {len(cfg.get('classes', []))}")
+                                   f"{CONFIG_FILE} lists {C}")
         if cfg.get("bbox_regression") and not fc.has_bbox:
             raise ModelFormatError(f"{path}: box regression enabled but the fc layers have no box output")
         return DetectorModel(cfg, None, None, None, fc, path, conv_top)
@@ -352,19 +466,27 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Detector
         if key not in arrays:
             raise ModelFormatError(f"{heads_file}: array {key!r} missing")
     W, b = arrays["svm_W"], arrays["svm_b"]
-    C = len(cfg.get("classes", []))
-    if W.ndim != 2 or W.shape[0] != C or b.shape != (C,):
-        raise ModelFormatError(f"{heads_file}: SVM shapes {W.shape}, {b.shape} do not match "
-                               f"{C} classes in {CONFIG_FILE}")
+    fc = fc_layers() if spec.fc_layers else None
+    if d_pool is None:  # no feature settings recorded: the SVMs define the pooled size
+        d_pool = fc.in_dim if fc is not None else int(W.shape[-1])
+    D = fc.hidden if fc is not None else d_pool
+    why = f"{C} classes in {config_file}" + (f", fc7 of {fc.hidden}" if fc is not None else
+                                             f", pooled features of {d_pool}")
+    _check_shape(heads_file, "svm_W", W, (C, D), why)
+    _check_shape(heads_file, "svm_b", b, (C,), why)
+    if "svm_dim" in cfg and cfg["svm_dim"] != D:
+        raise schema.invalid(config_file, "svm_dim", f"is {cfg['svm_dim']}, but the SVMs take {D} features")
     bbox = None
     if cfg.get("bbox_regression"):
         try:
-            bbox = BoxRegressor(arrays["bbox_W"], arrays["bbox_b"], arrays["bbox_mean"], arrays["bbox_std"])
+            parts = [arrays[k] for k in ("bbox_W", "bbox_b", "bbox_mean", "bbox_std")]
         except KeyError as e:
             raise ModelFormatError(f"{heads_file}: box regression array {e} missing") from None
-    fc = load_fc(fc_file(path), device) if spec.fc_layers else None
-    if fc is not None and fc.hidden != W.shape[1]:
-        raise ModelFormatError(f"{path}: fc7 has {fc.hidden} outputs but the SVMs expect {W.shape[1]}")
+        why = f"{C} classes, pooled features of {d_pool} in {config_file}"
+        _check_shape(heads_file, "bbox_W", parts[0], (C, d_pool, 4), why)
+        for key, array in zip(("bbox_b", "bbox_mean", "bbox_std"), parts[1:]):
+            _check_shape(heads_file, key, array, (C, 4), why)
+        bbox = BoxRegressor(*parts)
     return DetectorModel(cfg, W, b, bbox, fc, path, conv_top)
 
 

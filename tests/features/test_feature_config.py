@@ -27,10 +27,10 @@ def test_round_trip_and_hashable_key():
 
 
 def test_missing_or_bad_keys_are_named():
-    with pytest.raises(DataError, match=r"m/config.json: feature settings lack stride, max_size"):
+    with pytest.raises(DataError, match=r"m/config.json: key 'stride': missing"):
         FeatureConfig.from_dict({k: v for k, v in MANIFEST.items() if k not in ("stride", "max_size")},
                                 "m/config.json")
-    with pytest.raises(DataError, match="invalid feature settings"):
+    with pytest.raises(DataError, match="key 'channels': must be an integer >= 1, got 'many'"):
         FeatureConfig.from_dict({**MANIFEST, "channels": "many"})
 
 

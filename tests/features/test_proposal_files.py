@@ -26,5 +26,5 @@ def test_reads_the_cache_and_names_the_file_on_errors(tmp_path):
     with pytest.raises(DataError, match="c.npz: unreadable proposal file"):
         files.load("c")
     (tmp_path / "meta.json").write_text(json.dumps({"format": 1, "params": {}}))
-    with pytest.raises(DataError, match="no 'method' entry"):
+    with pytest.raises(DataError, match=r"meta.json: key 'method': must be a method name"):
         ProposalFiles(tmp_path).meta

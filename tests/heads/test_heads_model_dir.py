@@ -105,7 +105,11 @@ def test_missing_or_broken_files_fail_clearly(tmp_path):
     cfg = json.loads((tmp_path / "n" / "config.json").read_text())
     cfg["classes"] = ["cat"]
     (tmp_path / "n" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelFormatError, match="do not match"):
+    with pytest.raises(ModelFormatError, match="key 'num_classes': is 3, but 'classes' lists 1"):
+        load_model(tmp_path / "n")
+    del cfg["num_classes"]
+    (tmp_path / "n" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFormatError, match=r"heads.npz: key 'svm_W': shape \(3, 20\), expected \(1, 20\)"):
         load_model(tmp_path / "n")
     (tmp_path / "n" / "config.json").write_text("{not json")
     with pytest.raises(ModelFormatError, match="not valid JSON"):
