@@ -12,6 +12,33 @@ from sppdet.defaults import BBOX_REG, COCO_METRICS
 from sppdet.distributed import rank_device, sharded_run
 
 
+def use_model_classes(dataset: VOCDataset | COCODataset, model_dir: Path, classes_given: bool) -> None:
+    """With --model, the data set's classes are the model's: a VOC data set without
+    --classes takes them (in the model's order); given --classes, or a COCO file's
+    categories, must be the model's, else an error names the classes that differ."""
+    from sppdet.errors import ConfigMismatchError
+    from sppdet.heads.model_dir import CONFIG_FILE, read_config
+
+    model_classes = read_config(model_dir).get("classes")
+    if not isinstance(model_classes, list) or not model_classes:
+        return  # load_model reports the model's problem
+    if isinstance(dataset, VOCDataset) and not classes_given:
+        dataset.classes = tuple(model_classes)
+        return
+    ours = list(dataset.classes)
+    if ours != model_classes:
+        source = "--classes" if isinstance(dataset, VOCDataset) else "the COCO file's categories"
+        only_model = [c for c in model_classes if c not in ours]
+        only_data = [c for c in ours if c not in model_classes]
+        what = ", ".join(filter(None, [
+            f"only in the model: {', '.join(only_model)}" if only_model else "",
+            f"only in {source}: {', '.join(only_data)}" if only_data else "",
+            "same names in another order" if not only_model and not only_data else ""]))
+        hint = " (leave out --classes to use the model's)" if isinstance(dataset, VOCDataset) else ""
+        raise ConfigMismatchError(f"{Path(model_dir) / CONFIG_FILE}: the model's classes differ from "
+                                  f"{source} ({what}){hint}")
+
+
 @click.command("eval")
 @dataset_options
 @click.option("--detections", "detections_dir", type=click.Path(path_type=Path), default=None,
@@ -58,10 +85,23 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
     On a --coco data set the COCO metrics use the file's own ground truth (areas, crowds).
     Under torchrun, each rank detects in its share of the images and rank 0 evaluates.
 
-    Give either --detections DIR (result files that exist) or --model DIR.
+    Give either --detections DIR (result files that exist) or --model DIR, and the images:
+    --split NAME or --ids FILE (--voc; there is no default split). With --model the classes
+    are the model's (--classes, if given, must list the same).
     """
     from sppdet.evaluation.pipeline import evaluate, save_display_thresholds as save, write_report
 
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
+    if isinstance(dataset, VOCDataset) and dataset.split is not None and not given("split"):
+        # It used to default to train silently: a model's own training images.
+        raise click.UsageError("say which images to evaluate: --split NAME (e.g. val or test) "
+                               "or --ids FILE")
+    if model_dir is not None:
+        use_model_classes(dataset, model_dir, classes_given=given("classes_file"))
     if thresholds_dir is not None and not save_display_thresholds:
         raise click.UsageError("--thresholds-into needs --save-display-thresholds")
     if model_dir is None and (proposals_dir or features_dir or device or save_display_thresholds

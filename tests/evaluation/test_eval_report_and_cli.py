@@ -82,7 +82,7 @@ def test_cli_eval_detections(voc, tmp_path):
     assert (tmp_path / "out" / "pr_curves_train.png").is_file()
     assert "mAP" in r.stdout and "100.0" in r.stdout
     # --limit: detections on later images are ignored, with a note
-    r = run_cli("eval", "--voc", str(root), "--classes", str(classes), "--limit", "2",
+    r = run_cli("eval", "--voc", str(root), "--split", "train", "--classes", str(classes), "--limit", "2",
                 "--detections", str(tmp_path / "dets"), "--no-coco")
     assert r.returncode == 0 and "ignored 2 detections" in r.stderr
 
@@ -90,11 +90,11 @@ def test_cli_eval_detections(voc, tmp_path):
 def test_cli_eval_errors_are_one_line(voc, tmp_path):
     root, classes = voc
     (tmp_path / "dets").mkdir()
-    r = run_cli("eval", "--voc", str(root), "--classes", str(classes), "--detections", str(tmp_path / "dets"))
+    r = run_cli("eval", "--voc", str(root), "--split", "train", "--classes", str(classes), "--detections", str(tmp_path / "dets"))
     assert r.returncode == 1 and "missing result files" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("eval", "--voc", str(root), "--classes", str(classes))
+    r = run_cli("eval", "--voc", str(root), "--split", "train", "--classes", str(classes))
     assert r.returncode == 1 and "exactly one of --detections" in r.stderr
-    r = run_cli("eval", "--voc", str(root), "--classes", str(classes), "--detections", str(tmp_path / "dets"),
+    r = run_cli("eval", "--voc", str(root), "--split", "train", "--classes", str(classes), "--detections", str(tmp_path / "dets"),
                 "--device", "cpu")
     assert r.returncode != 0 and "only apply with --model" in r.stderr and "Traceback" not in r.stderr
 
@@ -153,7 +153,7 @@ def test_eval_saves_display_thresholds_into_the_model(voc, tmp_path, monkeypatch
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"format_version": 1, "test": {"nms_iou": 0.3}}))
-    r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--classes", str(classes_file),
+    r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--split", "train", "--classes", str(classes_file),
                                   "--model", str(model), "--no-coco", "--save-display-thresholds"])
     assert r.exit_code == 0, r.output
     test = read_config(model)["test"]
@@ -163,14 +163,14 @@ def test_eval_saves_display_thresholds_into_the_model(voc, tmp_path, monkeypatch
         assert test["display_thresholds"][name] == pytest.approx(0.0)   # halfway between 1 and -1
     assert test["display_thresholds"]["Platelets"] == test["display_threshold"]  # no ground truth
     assert "F1-optimal" in test["display_thresholds_from"]
-    r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--classes", str(classes_file),
+    r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--split", "train", "--classes", str(classes_file),
                                   "--detections", str(tmp_path), "--save-display-thresholds"])
     assert r.exit_code != 0 and "only apply with --model" in r.output
     # Into another model (the recipe retrained on all data); its classes must match.
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"format_version": 1, "classes": list(CLASSES)}))
-    args = ["eval", "--voc", str(root), "--classes", str(classes_file), "--model", str(model),
+    args = ["eval", "--voc", str(root), "--split", "train", "--classes", str(classes_file), "--model", str(model),
             "--no-coco", "--save-display-thresholds", "--thresholds-into", str(other)]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
@@ -199,3 +199,57 @@ def test_library_evaluate_is_what_eval_runs(voc, tmp_path):
     assert part.images == 2 and part.ignored_detections == 4  # 2 later images x (TP + FP)
     with pytest.raises(ArgumentError, match="only apply with a model"):
         sppdet.evaluate(ds, detections_dir=tmp_path / "dets", device="cpu")
+
+
+def test_eval_needs_the_images_and_takes_the_models_classes(voc, tmp_path, monkeypatch):
+    """No silent --split train: eval asks for --split or --ids. With --model the classes are
+    the model's (no --classes needed, here not VOC's); --classes that differ are refused with
+    the differing names."""
+    import types
+
+    from click.testing import CliRunner
+
+    from sppdet.cli import cli
+    from sppdet.detections import Detections
+
+    root, classes_file = voc
+    seen = {}
+
+    def detect_dataset(model_dir, dataset, **kwargs):
+        seen["classes"] = dataset.classes
+        for i in dataset.ids:
+            a = dataset.annotation(i)
+            yield Detections(i, a.boxes, np.ones(len(a.boxes)), a.labels)
+
+    monkeypatch.setitem(sys.modules, "sppdet.detector", types.SimpleNamespace(detect_dataset=detect_dataset))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"format_version": 2, "classes": list(CLASSES)}))
+    r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--model", str(model), "--no-coco"])
+    assert r.exit_code == 2 and "--split NAME" in r.output and "--ids FILE" in r.output
+    r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--classes", str(classes_file),
+                                 "--detections", str(tmp_path)])
+    assert r.exit_code == 2 and "--split NAME" in r.output
+    # The model's classes, without --classes (the VOC 20 would not parse these annotations).
+    r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--split", "train", "--model", str(model),
+                                 "--no-coco", "--json", str(tmp_path / "m.json")])
+    assert r.exit_code == 0, r.output
+    assert seen["classes"] == CLASSES and json.loads((tmp_path / "m.json").read_text())["mAP"] == 1.0
+    ids = tmp_path / "ids.txt"
+    ids.write_text("000001\n000002\n")
+    r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--ids", str(ids), "--model", str(model), "--no-coco"])
+    assert r.exit_code == 0, r.output
+    # --classes that differ from the model's: both sides named.
+    other = tmp_path / "other.txt"
+    other.write_text("RBC\nWBC\nOther\n")
+    r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--split", "train", "--classes", str(other),
+                                 "--model", str(model), "--no-coco"])
+    assert r.exit_code == 1
+    message = str(r.exception)
+    assert "config.json" in message and "only in the model: Platelets" in message
+    assert "only in --classes: Other" in message
+    reordered = tmp_path / "reordered.txt"
+    reordered.write_text("WBC\nRBC\nPlatelets\n")
+    r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--split", "train", "--classes", str(reordered),
+                                 "--model", str(model), "--no-coco"])
+    assert r.exit_code == 1 and "another order" in str(r.exception)

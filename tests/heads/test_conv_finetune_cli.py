@@ -47,7 +47,7 @@ def test_conv_finetune_eval_svms_pack_and_refused_cache(conv_caches, capsys):
     assert not list(model_dir.glob("*.pt"))  # nothing pickled
     capsys.readouterr()
 
-    assert run("eval", *data, "--model", str(model_dir), *caches, "--device", "cpu", "--no-coco",
+    assert run("eval", *data, "--split", "train", "--model", str(model_dir), *caches, "--device", "cpu", "--no-coco",
                "--json", str(tmp / "conv.json")) == 0
     metrics = json.loads((tmp / "conv.json").read_text())
     assert set(metrics["AP"]) == set(CLASSES) and 0.0 <= metrics["mAP"] <= 1.0
@@ -59,7 +59,7 @@ def test_conv_finetune_eval_svms_pack_and_refused_cache(conv_caches, capsys):
                "--device", "cpu") == 0
     svm = load_model(svm_dir)
     assert svm.head == "fc7" and svm.conv_top is not None and svm.svm_W.shape == (2, 16)
-    assert run("eval", *data, "--model", str(svm_dir), *caches, "--device", "cpu", "--no-coco") == 0
+    assert run("eval", *data, "--split", "train", "--model", str(svm_dir), *caches, "--device", "cpu", "--no-coco") == 0
 
     # Packing keeps the conv top (float16) and the scores close.
     assert run("pack", str(model_dir), str(tmp / "packed"), "--storage", "int8") == 0
@@ -78,6 +78,6 @@ def test_conv_finetune_eval_svms_pack_and_refused_cache(conv_caches, capsys):
 
     # A cache of the lower layers made with other weights is refused, naming the key.
     bad = ["--features", str(tmp / "feats_random"), "--proposals", str(tmp / "props")]
-    assert run("eval", *data, "--model", str(model_dir), *bad, "--device", "cpu", "--no-coco") == 1
+    assert run("eval", *data, "--split", "train", "--model", str(model_dir), *bad, "--device", "cpu", "--no-coco") == 1
     err = capsys.readouterr().err
     assert "weights" in err and "Traceback" not in err

@@ -77,7 +77,7 @@ def test_eval_with_trained_model_and_caches(caches, capsys):
     assert run("train-svm", *common, "--out", str(out), "--retrain-every", "50") == 0
     data = common[:4]  # --voc ROOT --classes FILE
     for extra, name in (([], "with"), (["--no-bbox-reg"], "without")):
-        assert run("eval", *data, "--model", str(out), "--proposals", str(tmp / "props"),
+        assert run("eval", *data, "--split", "train", "--model", str(out), "--proposals", str(tmp / "props"),
                    "--features", str(tmp / "feats"), "--device", "cpu", "--no-coco", *extra,
                    "--out", str(tmp / f"eval_{name}"), "--json", str(tmp / f"eval_{name}.json")) == 0
         metrics = json.loads((tmp / f"eval_{name}.json").read_text())
@@ -85,7 +85,7 @@ def test_eval_with_trained_model_and_caches(caches, capsys):
         assert 0.0 <= metrics["mAP"] <= 1.0
         assert (tmp / f"eval_{name}" / "comp4_det_train_cat.txt").is_file()
     capsys.readouterr()
-    assert run("eval", *data, "--model", str(tmp / "no_model"), "--features", str(tmp / "feats")) == 1
+    assert run("eval", *data, "--split", "train", "--model", str(tmp / "no_model"), "--features", str(tmp / "feats")) == 1
     assert "model directory not found" in capsys.readouterr().err
 
 
