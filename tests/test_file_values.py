@@ -202,6 +202,7 @@ ARRAY_CASES = [
     ("svm_W", np.zeros((2, D_POOL - 1), np.float32)),
     ("svm_W", np.full((2, D_POOL), np.nan, np.float32)),
     ("svm_b", np.zeros(3, np.float32)),
+    ("svm_b", np.array([0.0, np.inf], np.float32)),  # -inf is a class never trained; +inf is not
     ("bbox_W", np.zeros((2, D_POOL, 3), np.float32)),
     ("bbox_b", np.zeros((2,), np.float32)),
     ("bbox_mean", np.zeros((1, 4), np.float32)),
@@ -316,6 +317,15 @@ def test_each_feature_array_checked(files, tmp_path, capsys, key, array):
     feats = feature_file(files, tmp_path, **{key: array})
     code = run(*eval_args(files, files / "model", files / "props", feats))
     expect_one_line(capsys, code, feats / "000001.npz", key)
+
+
+def test_an_untrained_class_minus_inf_bias_loads(files, tmp_path):
+    from sppdet.heads.model_dir import load_model
+
+    model = tmp_path / "model"
+    shutil.copytree(files / "model", model)
+    rewrite_npz(model / "heads.npz", svm_b=np.array([0.0, -np.inf], np.float32))
+    assert load_model(model).svm_b[1] == -np.inf
 
 
 def test_a_good_feature_file_is_used(files, tmp_path, capsys):

@@ -416,11 +416,15 @@ def pooled_dim(cfg: dict[str, Any]) -> int | None:
     return int(channels) * sum(int(n) ** 2 for n in cfg.get("levels", DEFAULT_LEVELS))
 
 
-def _check_shape(file: Path, key: str, array: np.ndarray, shape: tuple[int, ...], why: str) -> None:
+def _check_shape(file: Path, key: str, array: np.ndarray, shape: tuple[int, ...], why: str,
+                 minus_inf: bool = False) -> None:
+    """``array`` has ``shape`` and finite values (``minus_inf``: -inf allowed too)."""
     if array.shape != shape:
         raise schema.invalid(file, key, f"shape {array.shape}, expected {shape} ({why})")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise schema.invalid(file, key, "holds NaN or infinite values")
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array) & ~(np.isneginf(array) if minus_inf else False)
+        if bad.any():
+            raise schema.invalid(file, key, "holds NaN or infinite values")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> DetectorModel:
@@ -473,7 +477,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Detector
     why = f"{C} classes in {config_file}" + (f", fc7 of {fc.hidden}" if fc is not None else
                                              f", pooled features of {d_pool}")
     _check_shape(heads_file, "svm_W", W, (C, D), why)
-    _check_shape(heads_file, "svm_b", b, (C,), why)
+    _check_shape(heads_file, "svm_b", b, (C,), why, minus_inf=True)  # -inf: a class never trained
     if "svm_dim" in cfg and cfg["svm_dim"] != D:
         raise schema.invalid(config_file, "svm_dim", f"is {cfg['svm_dim']}, but the SVMs take {D} features")
     bbox = None
