@@ -19,6 +19,8 @@ def use_model_classes(dataset: VOCDataset | COCODataset, model_dir: Path, classe
     from sppdet.errors import ConfigMismatchError
     from sppdet.heads.model_dir import CONFIG_FILE, read_config
 
+    if not Path(model_dir).is_dir():
+        return  # loading the model reports it
     model_classes = read_config(model_dir).get("classes")
     if not isinstance(model_classes, list) or not model_classes:
         return  # load_model reports the model's problem
