@@ -76,6 +76,12 @@ STORAGES = ("float32", "float16", "int8")
 # What every key of config.json that detection reads must be (``sppdet.schema``); checked
 # on every read (``read_config``), the arrays' shapes against it in ``load_model``.
 # Unlisted keys (training summaries, the feature cache's manifest) are records only.
+def _known_head(value: Any) -> None:
+    """A registered head kind (``heads.kinds``), with the registry's wording."""
+    if not isinstance(value, str) or value not in HEADS:
+        raise schema.Invalid(f"unknown head {value!r}; known heads: {', '.join(HEADS)}")
+
+
 TEST_FIELDS: dict[str, schema.Key] = {
     "score_threshold": schema.Key(schema.number(), required=False),
     "nms_iou": schema.Key(schema.number(0, 1), required=False),
@@ -99,7 +105,7 @@ MODEL_FIELDS: dict[str, schema.Key] = {
     "format_version": schema.Key(schema.integer(1, FORMAT_VERSION)),
     # Checked when present; detection requires them all (``FeatureConfig.from_dict``).
     **feature_fields(required=False, registered_backbone=False),
-    "head": schema.Key(schema.text(choices=list(HEADS))),
+    "head": schema.Key(lambda v: _known_head(v)),
     "classes": schema.Key(schema.list_of(schema.text(), min_len=1, unique=True)),
     "feature_scale": schema.Key(schema.number(positive=True)),
     "fc7_scale": schema.Key(schema.nullable(schema.number(positive=True)), required=False),
