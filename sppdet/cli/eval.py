@@ -140,3 +140,11 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
     if save_display_thresholds:
         path, entry = save(report, dataset, model_dir, thresholds_dir)
         click.echo(f"display thresholds ({len(entry['display_thresholds'])} classes) written to {path}")
+
+
+# eval has no default split (see above): its --split help says so instead of "[default: train]".
+for _param in eval_cmd.params:
+    if _param.name == "split" and isinstance(_param, click.Option):
+        _param.show_default = False
+        _param.help = ("Split list ImageSets/Main/<split>.txt (--voc only; eval has no default: "
+                       "give --split or --ids).")

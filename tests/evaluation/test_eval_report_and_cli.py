@@ -227,6 +227,8 @@ def test_eval_needs_the_images_and_takes_the_models_classes(voc, tmp_path, monke
     (model / "config.json").write_text(json.dumps({"format_version": 2, "classes": list(CLASSES)}))
     r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--model", str(model), "--no-coco"])
     assert r.exit_code == 2 and "--split NAME" in r.output and "--ids FILE" in r.output
+    help_text = CliRunner().invoke(cli, ["eval", "--help"]).output
+    assert "eval has no default" in help_text and "default: train" not in help_text
     r = CliRunner().invoke(cli, ["eval", "--voc", str(root), "--classes", str(classes_file),
                                  "--detections", str(tmp_path)])
     assert r.exit_code == 2 and "--split NAME" in r.output
