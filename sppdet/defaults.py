@@ -25,5 +25,8 @@ BBOX_REG = True
 # Proposal worker processes of detection and evaluation (0: proposals in this process).
 PROPOSAL_WORKERS = 0
 
+# The one conv scale of single-scale models and of the fast preset (shorter side, pixels).
+SINGLE_SCALE: tuple[int, ...] = (688,)
+
 # `sppdet eval` / ``sppdet.evaluate`` also compute COCO AP@[0.5:0.95] (pycocotools).
 COCO_METRICS = True

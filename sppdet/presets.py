@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sppdet.defaults import SINGLE_SCALE
 from sppdet.errors import ArgumentError
 
 
@@ -32,7 +33,7 @@ DEFAULT_PRESET = "model"
 PRESETS: dict[str, Preset] = {
     "model": Preset("model", "the model's own settings (its proposal method, all its scales)"),
     "fast": Preset("fast", "EdgeBoxes, 1,000 boxes, one conv pass at scale 688",
-                   method="edgeboxes", max_boxes=1000, scales=(688,)),
+                   method="edgeboxes", max_boxes=1000, scales=SINGLE_SCALE),
 }
 
 

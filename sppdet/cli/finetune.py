@@ -116,7 +116,7 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
     if freeze_top or train_scales or top_reduce or flip:
         raise click.UsageError("--freeze-top, --top-reduce, --train-scales and --flip apply with --conv-top")
     iterations = iterations or default_of(F, "iterations")
-    lr_step = lr_step or default_of(F, "lr_step")
+    lr_step = lr_step or iterations * 3 // 4  # as --help says (3,000 at the default 4,000)
     params = F(hidden=hidden, dropout=dropout, fg_iou=fg_iou, bg_iou_low=bg_iou_low,
                fg_fraction=fg_fraction, batch_size=batch_size, fg_per_image=fg_per_image,
                bg_per_image=bg_per_image, iterations=iterations, lr=lr, lr_step=lr_step,

@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import torch
 
+from sppdet.defaults import SINGLE_SCALE  # noqa: F401  (re-exported by sppdet.features)
+
 DEFAULT_SCALES: tuple[int, ...] = (480, 576, 688, 864, 1200)
-SINGLE_SCALE: tuple[int, ...] = (688,)
 # The longer side is capped here; 2000 keeps the paper's 1200 scale intact for VOC-sized
 # (500 x 375) images, whose longer side then becomes 1600.
 DEFAULT_MAX_SIZE = 2000

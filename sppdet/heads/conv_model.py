@@ -16,6 +16,7 @@ from sppdet.data import VOCDataset
 from sppdet.features.conv_top import build_conv_top, check_top_fits_cache
 from sppdet.features.spp import DEFAULT_LEVELS
 from sppdet.heads.conv_finetune import ConvFinetuneParams, ConvFinetuner
+from sppdet.heads.finetune import CHECKPOINT_EVERY
 from sppdet.atomic_dir import atomic_directory
 from sppdet.heads.model_dir import (FEATURE_KEYS, FINETUNE_FILE, TEST_DEFAULTS, DetectorModel,
                                     write_model)
@@ -31,7 +32,7 @@ SOFTMAX_TEST_DEFAULTS = {**TEST_DEFAULTS, "score_threshold": 0.001, "display_thr
 
 def train_conv_model(dataset: VOCDataset, features_dir: str | Path, proposals_dir: str | Path,
                      out_dir: str | Path, end: int, params: ConvFinetuneParams = ConvFinetuneParams(),
-                     *, reduce: int | None = None, device: str = "cpu", checkpoint_every: int = 250, progress: bool = True,
+                     *, reduce: int | None = None, device: str = "cpu", checkpoint_every: int = CHECKPOINT_EVERY, progress: bool = True,
                      stop_after: int | None = None,
                      echo: Callable[[str], Any] = print) -> Path:
     """Fine-tune ``stages[cut:end]`` of the cache's backbone (plus a new 1x1 reduction to

@@ -136,3 +136,30 @@ def test_library_finetune_writes_the_fc_layers(caches):
     with pytest.raises(sppdet.SppdetError, match="fg_fraction must be between 0 and 1"):
         sppdet.finetune(VOCDataset(tmp / "VOC2007", classes=CLASSES), tmp / "feats", tmp / "props",
                         tmp / "x", params=FinetuneParams(fg_fraction=1.0))
+
+
+@pytest.mark.parametrize("args, want", [(["--iterations", "100"], (100, 75)),
+                                        ([], (4000, 3000)),
+                                        (["--iterations", "100", "--lr-step", "10"], (100, 10))])
+def test_finetune_lr_step_defaults_to_three_quarters_of_the_iterations(make_voc, tmp_path, monkeypatch,
+                                                                      args, want):
+    """`finetune --help` promises the rate drops at 3/4 of --iterations unless --lr-step."""
+    from click.testing import CliRunner
+
+    import sppdet.pipeline.training as training
+    from sppdet.cli import cli
+
+    seen = {}
+
+    def fake_finetune(*a, params, **kw):
+        seen["params"] = params
+        return {"summary": {"iterations": params.iterations, "seconds": 0.0,
+                            "pool_fg_accuracy": 0, "pool_bg_accuracy": 0}}
+
+    monkeypatch.setattr(training, "finetune", fake_finetune)
+    root = make_voc(n_images=2)
+    result = CliRunner().invoke(cli, ["finetune", "--voc", str(root), "--split", "train",
+                                      "--features", str(tmp_path / "f"), "--proposals", str(tmp_path / "p"),
+                                      "--out", str(tmp_path / "m"), *args])
+    assert result.exit_code == 0, result.output
+    assert (seen["params"].iterations, seen["params"].lr_step) == want
