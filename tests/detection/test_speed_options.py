@@ -25,14 +25,19 @@ def _same(a, b):
         np.testing.assert_array_equal(x.labels, y.labels)
 
 
-def test_detect_dataset_workers_identical_to_serial(make_voc, tmp_path):
+def _random_model_and_voc(make_voc, tmp_path, n_images: int):
+    """A random model saved to tmp_path/m and a tiny VOC data set of its classes."""
     from sppdet.data import VOCDataset
 
-    root = make_voc(n_images=5, size=(200, 150), classes=tuple(CLASSES))
+    root = make_voc(n_images=n_images, size=(200, 150), classes=tuple(CLASSES))
     model = random_model(96 * 50, 0)
     model.config["test"] = {"score_threshold": -1.5, "nms_iou": 0.3, "max_per_image": 100}
     save_model(tmp_path / "m", model)
-    ds = VOCDataset(root, split="train", classes=CLASSES)
+    return VOCDataset(root, split="train", classes=CLASSES)
+
+
+def test_detect_dataset_workers_identical_to_serial(make_voc, tmp_path):
+    ds = _random_model_and_voc(make_voc, tmp_path, 5)
     serial = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False))
     parallel = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False, workers=2))
     assert sum(len(d.scores) for d in serial) > 0
@@ -119,13 +124,7 @@ def test_max_proposals_scores_the_first_k_of_each_image(make_voc, tmp_path):
     """Capping at K equals running on a proposal cache that holds only each image's first K."""
     import json as _json
 
-    from sppdet.data import VOCDataset
-
-    root = make_voc(n_images=3, size=(200, 150), classes=tuple(CLASSES))
-    model = random_model(96 * 50, 0)
-    model.config["test"] = {"score_threshold": -1.5, "nms_iou": 0.3, "max_per_image": 100}
-    save_model(tmp_path / "m", model)
-    ds = VOCDataset(root, split="train", classes=CLASSES)
+    ds = _random_model_and_voc(make_voc, tmp_path, 3)
     rng = np.random.default_rng(0)
     full, first = tmp_path / "full", tmp_path / "first"
     for folder in (full, first):
