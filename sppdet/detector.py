@@ -1,7 +1,7 @@
 """Detection: image(s) in, scored boxes out.
 
 For each image: proposals -> conv maps once per scale -> SPP features of every window ->
-per-class SVM scores -> per-class box regression -> per-class NMS (torchvision.ops) -> the
+per-class scores (SVMs or softmax, ``heads.kinds``) -> per-class box regression -> per-class NMS (torchvision.ops) -> the
 best ``max_per_image`` detections, in original image pixels.
 
 Several models can be combined as in the paper (two SPP-nets, 60.9 mAP): every model scores

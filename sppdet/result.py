@@ -27,7 +27,8 @@ class DetectionResult:
     Attributes:
         boxes: (N, 4) float64, ``(x1, y1, x2, y2)`` in the image's own pixels, continuous
             coordinates (a box covering pixel columns 0..9 has x1 = 0, x2 = 10).
-        scores: (N,) float64 SVM scores (not probabilities; higher is more confident).
+        scores: (N,) float64 scores, higher is more confident: class probabilities for a
+            softmax model (the default), SVM margins (not probabilities) for an SVM model.
         labels: (N,) int64 indices into ``classes``.
         classes: every class name the model knows, in label order.
         image_hw: the image's (height, width).
