@@ -83,6 +83,21 @@ def files(tmp_path_factory):
     return tmp
 
 
+def corrupted_copy(src: Path, dst: Path, json_name: str, key: str, value: Any) -> Path:
+    """Copy folder ``src`` to ``dst`` with ``key`` of its JSON file ``json_name`` set to
+    ``value`` (or removed, for DELETE); returns ``dst``."""
+    shutil.copytree(src, dst)
+    doc = json.loads((dst / json_name).read_text())
+    set_key(doc, key, value if value is DELETE else copy.deepcopy(value))
+    (dst / json_name).write_text(json.dumps(doc))
+    return dst
+
+
+def case_ids(cases: list[tuple]) -> list[str]:
+    """Test ids KEY=VALUE of (key, value, ...) cases."""
+    return [f"{c[0]}={'DELETE' if c[1] is DELETE else json.dumps(c[1])}" for c in cases]
+
+
 def eval_args(tmp: Path, model: Path, proposals: Path | None = None, features: Path | None = None):
     args = ["eval", "--voc", tmp / "VOC2007", "--split", "val", "--classes", tmp / "classes.txt",
             "--model", model, "--device", "cpu", "--no-coco"]
@@ -179,13 +194,9 @@ CONFIG_CASES = [
 
 
 @pytest.mark.parametrize("key,value,named,file", CONFIG_CASES,
-                         ids=[f"{k}={'DELETE' if v is DELETE else json.dumps(v)}" for k, v, _, _ in CONFIG_CASES])
+                         ids=case_ids(CONFIG_CASES))
 def test_each_config_key_corrupted(files, tmp_path, capsys, key, value, named, file):
-    model = tmp_path / "model"
-    shutil.copytree(files / "model", model)
-    cfg = json.loads((model / "config.json").read_text())
-    set_key(cfg, key, value if value is DELETE else copy.deepcopy(value))
-    (model / "config.json").write_text(json.dumps(cfg))
+    model = corrupted_copy(files / "model", tmp_path / "model", "config.json", key, value)
     image = files / "VOC2007" / "JPEGImages" / "000001.jpg"
     code = run("detect", image, "--model", model, "--device", "cpu")
     expect_one_line(capsys, code, model / (file or "config.json"), named)
@@ -240,13 +251,9 @@ MANIFEST_CASES = [
 
 
 @pytest.mark.parametrize("key,value,named", MANIFEST_CASES,
-                         ids=[f"{k}={'DELETE' if v is DELETE else json.dumps(v)}" for k, v, _ in MANIFEST_CASES])
+                         ids=case_ids(MANIFEST_CASES))
 def test_each_feature_manifest_key_corrupted(files, tmp_path, capsys, key, value, named):
-    feats = tmp_path / "feats"
-    shutil.copytree(files / "feats", feats)
-    manifest = json.loads((feats / "manifest.json").read_text())
-    set_key(manifest, key, value if value is DELETE else copy.deepcopy(value))
-    (feats / "manifest.json").write_text(json.dumps(manifest))
+    feats = corrupted_copy(files / "feats", tmp_path / "feats", "manifest.json", key, value)
     code = run(*eval_args(files, files / "model", files / "props", feats))
     expect_one_line(capsys, code, feats / "manifest.json", named)
 
@@ -261,13 +268,9 @@ META_CASES = [
 
 
 @pytest.mark.parametrize("key,value,named", META_CASES,
-                         ids=[f"{k}={'DELETE' if v is DELETE else json.dumps(v)}" for k, v, _ in META_CASES])
+                         ids=case_ids(META_CASES))
 def test_each_proposal_meta_key_corrupted(files, tmp_path, capsys, key, value, named):
-    props = tmp_path / "props"
-    shutil.copytree(files / "props", props)
-    meta = json.loads((props / "meta.json").read_text())
-    set_key(meta, key, value if value is DELETE else copy.deepcopy(value))
-    (props / "meta.json").write_text(json.dumps(meta))
+    props = corrupted_copy(files / "props", tmp_path / "props", "meta.json", key, value)
     code = run(*eval_args(files, files / "model", props))
     expect_one_line(capsys, code, props / "meta.json", named)
 
