@@ -70,15 +70,18 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
 
     def open_cache() -> dict[str, list[str]]:
         cache = FeatureCache.create(out_dir, config, levels=extractor.spp.levels)
-        todo, damaged = [], []
+        todo, damaged = [], []  # todo: [image id, [which maps: False plain, True mirrored]]
         for image_id in ids:
+            missing = []
             for flipped in (False, True) if flip else (False,):
                 problem = cache.problem(image_id, flipped) if cache.has(image_id, flipped) else ""
                 if problem is None:
                     continue  # complete
                 if problem:  # e.g. cut short by a full disk: recomputed
                     damaged.append(f"{cache.path(image_id, flipped)}: {problem}")
-                todo.append([image_id, flipped])
+                missing.append(flipped)
+            if missing:
+                todo.append([image_id, missing])
         return {"todo": todo, "damaged": damaged}
 
     # Rank 0 opens (or creates) the cache and lists what is left; each rank does a share.
@@ -89,12 +92,12 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
     mine = ranks.share(todo)
     desc = "extract" if not ranks.sharded else f"extract ({ranks.describe()})"
     start = time.perf_counter()
-    for image_id, flipped in tqdm(mine, desc=desc, unit="img",
-                                  disable=not progress or not mine or not ranks.is_main):
-        image = dataset.load_image(image_id)
-        if flipped:
-            image = np.ascontiguousarray(image[:, ::-1])
-        cache.save(image_id, extractor.conv_maps(image), flipped)
+    for image_id, which in tqdm(mine, desc=desc, unit="img",
+                                disable=not progress or not mine or not ranks.is_main):
+        image = dataset.load_image(image_id)  # decoded once for its plain and mirrored maps
+        for flipped in which:
+            view = np.ascontiguousarray(image[:, ::-1]) if flipped else image
+            cache.save(image_id, extractor.conv_maps(view), flipped)
     seconds = time.perf_counter() - start
     timings = all_gather_json(ranks, seconds)
     if not ranks.is_main:
@@ -102,12 +105,11 @@ def extract_features(dataset: Any, proposals_dir: str | os.PathLike, out_dir: st
 
     on_disk = cache.bytes_on_disk()
     cached = len(cache.image_ids())
-    done_ids = {image_id for image_id, _ in todo}
     return {"cache": str(Path(out_dir)), "backbone": backbone, "weights": extractor.backbone.weights,
             "scales": list(extractor.scales), "device": str(extractor.device), "images": len(ids),
-            "extracted": len(done_ids), "already_cached": len(ids) - len(done_ids), "damaged": damaged,
-            "flipped": flip, "maps_written": len(todo),
-            "seconds_per_image": round(sum(timings) / len(done_ids), 4) if todo else None,
+            "extracted": len(todo), "already_cached": len(ids) - len(todo), "damaged": damaged,
+            "flipped": flip, "maps_written": sum(len(which) for _, which in todo),
+            "seconds_per_image": round(sum(timings) / len(todo), 4) if todo else None,
             "ranks": ranks.world_size, "wall_seconds": round(max(timings), 3),
             "bytes_on_disk": on_disk, "bytes_per_image": round(on_disk / cached) if cached else 0,
             "cached_images": cached, "feature_dim": extractor.dim}
