@@ -24,6 +24,8 @@ BBOX_REG = True
 
 # Proposal worker processes of detection and evaluation (0: proposals in this process).
 PROPOSAL_WORKERS = 0
+# Proposals in a second thread beside the conv pass (torch gets one core fewer): --overlap/--serial.
+OVERLAP_PROPOSALS = True
 
 # The one conv scale of single-scale models and of the fast preset (shorter side, pixels).
 SINGLE_SCALE: tuple[int, ...] = (688,)

@@ -11,6 +11,7 @@ the same windows, and NMS runs on the union of their scored, regressed boxes.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -30,6 +31,7 @@ from sppdet.features.extractor import FeatureExtractor, FeatureMaps
 from sppdet.features.spp import DEFAULT_LEVELS
 from sppdet.heads.model_dir import DetectorModel, load_model
 from sppdet.heads.scoring import apply_deltas
+from sppdet.perf import usable_cores
 from sppdet.timing import StageTimer, stage
 
 if TYPE_CHECKING:
@@ -138,9 +140,12 @@ class Detector:
     def __init__(self, models: Sequence[DetectorModel], device: str | torch.device | None = None,
                  params: DetectionParams | None = None, proposer: Proposer | None = None,
                  bbox_reg: bool = BBOX_REG, timer: StageTimer | None = None,
-                 weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None):
+                 weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+                 overlap: bool | None = None):
         """``timer``: a :class:`~sppdet.timing.StageTimer` that receives the seconds of each
-        stage of every image (None: nothing is timed). ``weights``: the backbone weights
+        stage of every image (None: nothing is timed). ``overlap``: compute an image's
+        proposals in a second thread beside its conv pass (same detections; None: when torch
+        leaves a core free for it, see ``overlaps``). ``weights``: the backbone weights
         file(s) of models whose features came from ``sppdet extract --weights FILE`` (each
         model takes the file whose sha256 it records); a file no model uses is refused."""
         if not models:
@@ -175,6 +180,18 @@ class Detector:
         self._proposer = proposer
         self.scorers = [m.scorer(self.device) for m in self.models]
         self.timer = timer
+        self.overlap = overlap
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether ``detect`` runs the proposals in a second thread beside the conv pass:
+        ``overlap`` if set, else when the conv runs on a GPU or torch has fewer threads than
+        this process has cores (``torch.set_num_threads``; the CLI leaves one core to the
+        proposals). A proposal thread on a core that torch's threads also use makes them
+        wait for each other at every barrier."""
+        if self.overlap is not None:
+            return self.overlap
+        return self.device.type == "cuda" or torch.get_num_threads() < usable_cores()
 
     @property
     def proposer(self) -> Proposer:
@@ -269,6 +286,12 @@ class Detector:
                maps: dict[tuple, FeatureMaps] | None = None) -> Detections:
         """Detections of one BGR image (proposals and conv maps are computed when not given)."""
         hw = (int(image_bgr.shape[0]), int(image_bgr.shape[1]))
+        if proposals is None and maps is None and self.overlaps:
+            # OpenCV and torch release the GIL: the proposals run beside the conv pass.
+            with ThreadPoolExecutor(1, thread_name_prefix="sppdet-proposals") as pool:
+                job = pool.submit(self.propose, image_bgr)
+                maps = self.conv_maps(image_bgr)
+                proposals = job.result()
         if proposals is None:
             proposals = self.propose(image_bgr)
         if maps is None:
@@ -403,7 +426,7 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
                    device: str | None = None, progress: bool = True, bbox_reg: bool = BBOX_REG,
                    preset: str | None = None, workers: int = PROPOSAL_WORKERS,
                    weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-                   max_proposals: int | None = None,
+                   max_proposals: int | None = None, overlap: bool | None = None,
                    **param_overrides: Any) -> Iterator[Detections]:
     """Detections for every image of ``dataset``, reusing proposal and feature caches if given.
 
@@ -412,7 +435,8 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
 
     ``preset``: test-time settings (``sppdet.presets``). ``workers`` > 0: proposals not in
     the cache are computed by that many worker processes ahead of the conv passes (same
-    detections as ``workers=0``, which computes them in this process).
+    detections as ``workers=0``, which computes them in this process: in a second thread
+    beside the conv passes when ``overlap`` is True, or None and ``Detector.overlaps``).
 
     ``max_proposals``: score only the first that many proposals of each image (in the
     method's ranking, as cached), to measure what fewer windows cost.
@@ -429,7 +453,8 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
                                   f"from the data set's {list(classes)} (give the same --classes)")
     proposer = apply_preset(models, preset)
     params = DetectionParams.from_model(models[0], **param_overrides)
-    detector = Detector(models, device, params, proposer=proposer, bbox_reg=bbox_reg, weights=weights)
+    detector = Detector(models, device, params, proposer=proposer, bbox_reg=bbox_reg, weights=weights,
+                        overlap=overlap)
     proposal_cache = feature_cache = None
     if proposals_dir is not None:
         from sppdet.features.proposal_files import ProposalFiles
@@ -462,6 +487,11 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
             from sppdet.proposal_prefetch import prefetch
 
             yield from prefetch(detector.proposal_method(), items(), workers)
+            return
+        if detector.overlaps:
+            from sppdet.proposal_prefetch import prefetch_threaded
+
+            yield from prefetch_threaded(detector.propose, items())
             return
         for image_id, image, propose in items():
             windows = detector.propose(image) if propose else None

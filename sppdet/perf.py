@@ -1,9 +1,11 @@
 """Speed settings for the CPU: the glibc allocator (process-level, applied by the
-commands) and oneDNN for 1x1 convolutions (applied to every backbone)."""
+commands), oneDNN for 1x1 convolutions (applied to every backbone), and the cores this
+process may use."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 import torch
@@ -12,6 +14,13 @@ from torch import nn
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _tuned = False
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def tune_allocator(mmap_threshold: int = 1 << 30) -> bool:

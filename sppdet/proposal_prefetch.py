@@ -7,6 +7,10 @@ the current one: on a 2-core machine, proposals on one core and the network on t
 Every worker runs the same proposal method object (pickled to it) with OpenCV on one thread
 (as ``sppdet proposals`` does), so the boxes equal a serial run's.
 
+``prefetch_threaded(propose, items)`` does the same in one thread of this process (OpenCV
+and torch release the GIL): no process start-up and no image copies, for one image as for a
+stream; give torch one core fewer (``sppdet.cli.options.share_cores(1)``).
+
 Imports no torch: the spawned workers start quickly.
 """
 
@@ -18,7 +22,7 @@ import signal
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -70,9 +74,29 @@ def prefetch(method: Callable[[np.ndarray], Any], items: Iterable[tuple[K, np.nd
     for an item with ``wanted`` False (no proposals computed: e.g. they are cached)."""
     if workers < 1:
         raise ArgumentError(f"workers must be >= 1, got {workers}")
-    ahead = max(1, 2 * workers if ahead is None else ahead)
     executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init,
                                    initargs=(method, os.getpid()))
+    yield from _run_ahead(executor, _propose, items, max(1, 2 * workers if ahead is None else ahead),
+                          "a proposal worker process died (killed by the system, e.g. out of "
+                          "memory) while working on {key}; run again with fewer --workers")
+
+
+def prefetch_threaded(propose: Callable[[np.ndarray], np.ndarray],
+                      items: Iterable[tuple[K, np.ndarray | None, bool]], ahead: int = 2
+                      ) -> Iterator[tuple[K, np.ndarray | None, Callable[[], np.ndarray | None]]]:
+    """``prefetch`` with one thread of this process computing ``propose(image)`` for up to
+    ``ahead`` images (the current one and the next): the caller's conv pass of an image runs
+    beside its proposals. Same boxes as calling ``propose`` in order; an error raised by
+    ``propose`` comes out of that image's ``get_boxes()``."""
+    executor = ThreadPoolExecutor(1, thread_name_prefix="sppdet-proposals")
+    yield from _run_ahead(executor, propose, items, max(1, ahead), "")
+
+
+def _run_ahead(executor: Executor, propose: Callable[[np.ndarray], Any],
+               items: Iterable[tuple[K, np.ndarray | None, bool]], ahead: int, died: str
+               ) -> Iterator[tuple[K, np.ndarray | None, Callable[[], np.ndarray | None]]]:
+    """The queue shared by both prefetches: up to ``ahead`` items submitted to ``executor``;
+    ``died`` is the message (with {key}) for a broken process pool."""
     pending: deque[tuple[K, np.ndarray | None, Future | None]] = deque()
     source = iter(items)
 
@@ -82,7 +106,7 @@ def prefetch(method: Callable[[np.ndarray], Any], items: Iterable[tuple[K, np.nd
                 key, image, wanted = next(source)
             except StopIteration:
                 return
-            job = executor.submit(_propose, image) if wanted and image is not None else None
+            job = executor.submit(propose, image) if wanted and image is not None else None
             pending.append((key, image, job))
 
     def getter(key: K, future: Future | None) -> Callable[[], np.ndarray | None]:
@@ -92,9 +116,7 @@ def prefetch(method: Callable[[np.ndarray], Any], items: Iterable[tuple[K, np.nd
             try:
                 return future.result()
             except BrokenProcessPool:
-                raise WorkerDiedError(f"a proposal worker process died (killed by the system, e.g. "
-                                      f"out of memory) while working on {key}; run again with "
-                                      f"fewer --workers") from None
+                raise WorkerDiedError(died.format(key=key)) from None
         return get
 
     try:

@@ -96,7 +96,7 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], weights_files
            json_path: Path | None,
            draw_dir: Path | None, score_thresh: float | None, nms_iou: float | None,
            max_per_image: int | None, proposal_method: str | None, preset: str, workers: int,
-           device: str | None) -> None:
+           overlap: bool, device: str | None) -> None:
     """Detect objects in IMAGE files or folders of images.
 
     Boxes are (x1, y1, x2, y2) in the image's own pixels (continuous coordinates: a box
@@ -129,12 +129,21 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], weights_files
                 click.secho(f"Skipped: {e}", fg="yellow", err=True)
                 failed.append({"image": str(path), "error": str(e)})
 
-    if workers and len(images) > 1:
+    parallel = workers and len(images) > 1
+    if parallel:
+        share_cores(workers)
+    elif overlap:
+        share_cores(1)  # the proposal thread's core
+    detector.overlap = overlap and detector.overlaps
+    if parallel:
         from sppdet.proposal_prefetch import prefetch
 
-        share_cores(workers)
         stream: Iterable[tuple[Path, Any, Callable[[], Any]]] = prefetch(
             detector.proposal_method(), readable(), workers)
+    elif detector.overlap:
+        from sppdet.proposal_prefetch import prefetch_threaded
+
+        stream = prefetch_threaded(detector.propose, readable())
     else:
         stream = ((p, im, lambda im=im: detector.propose(im)) for p, im, _ in readable())
     for path, image, get_proposals in stream:

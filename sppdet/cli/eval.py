@@ -79,7 +79,7 @@ def use_model_classes(dataset: VOCDataset | COCODataset, model_dir: Path, classe
 def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, model_dir: Path | None,
              proposals_dir: Path | None, features_dir: Path | None, weights_file: Path | None,
              bbox_reg: bool, max_proposals: int | None,
-             device: str | None, preset: str, workers: int, out_dir: Path | None,
+             device: str | None, preset: str, workers: int, overlap: bool, out_dir: Path | None,
              json_path: Path | None, coco_metrics: bool,
              save_display_thresholds: bool, thresholds_dir: Path | None) -> None:
     """Evaluate detections of a split the VOC 2007 devkit way (11-point AP, IoU >= 0.5,
@@ -112,6 +112,8 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
                                "--max-proposals and --save-display-thresholds only apply with --model")
     if workers:
         share_cores(workers)
+    elif overlap and model_dir is not None and proposals_dir is None:
+        share_cores(1)  # the proposal thread's core
     with sharded_run(device if model_dir is not None else "cpu") as ranks:
         if ranks.sharded and model_dir is not None:
             device = rank_device(device, ranks)
@@ -122,7 +124,7 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
                           bbox_reg=bbox_reg, out_dir=out_dir, coco_metrics=coco_metrics,
                           preset=None if preset == "model" else preset, workers=workers,
                           ranks=ranks if ranks.sharded else None, weights=weights_file,
-                          max_proposals=max_proposals)
+                          max_proposals=max_proposals, overlap=None if overlap else False)
     if report is None:
         return  # not rank 0: rank 0 evaluated everything once
     if report.ignored_detections:

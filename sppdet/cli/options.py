@@ -92,10 +92,16 @@ def default_of(cls: type, name: str) -> Any:
 
 
 def speed_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --preset NAME (sppdet.presets) and --workers N (proposal worker processes)."""
+    """Add --preset NAME (sppdet.presets), --workers N (proposal worker processes) and
+    --overlap/--serial (proposals in a thread beside the conv pass)."""
     from sppdet.presets import DEFAULT_PRESET, PRESETS
 
-    from sppdet.defaults import PROPOSAL_WORKERS
+    from sppdet.defaults import OVERLAP_PROPOSALS, PROPOSAL_WORKERS
+
+    func = click.option("--overlap/--serial", "overlap", default=OVERLAP_PROPOSALS, show_default=True,
+                        help="--overlap: compute each image's proposals in a second thread beside "
+                             "its conv pass (torch gets one core fewer; same detections as a serial "
+                             "run on as many torch threads). --serial: one after the other.")(func)
 
     func = click.option("--workers", type=click.IntRange(min=0), default=PROPOSAL_WORKERS, show_default=True,
                         help="Compute proposals in N worker processes ahead of the conv passes "
@@ -108,10 +114,10 @@ def speed_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def share_cores(workers: int) -> None:
     """Leave ``workers`` cores to the proposal workers: torch gets the other cores (at least
     one). Intra-op threads that share a core with a busy worker wait at every barrier."""
-    import os
-
     import torch
 
-    free = max(1, (os.cpu_count() or 1) - workers)
+    from sppdet.perf import usable_cores
+
+    free = max(1, usable_cores() - workers)
     if torch.get_num_threads() > free:
         torch.set_num_threads(free)

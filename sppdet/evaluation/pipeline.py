@@ -212,6 +212,7 @@ def evaluate(
     ranks: Ranks | None = None,
     weights: str | os.PathLike | None = None,
     max_proposals: int | None = None,
+    overlap: bool | None = None,
 ) -> EvalReport | None:
     """Evaluate a model (or existing devkit result files) on a data set, the VOC 2007 devkit
     way (11-point AP, IoU >= 0.5, difficult objects ignored), with the area AP, COCO
@@ -238,6 +239,8 @@ def evaluate(
             ``sppdet extract --weights FILE`` features (checked against its recorded sha256).
         max_proposals: with ``model_dir``, score only each image's first that many proposals
             (in the proposal method's ranking).
+        overlap: with ``model_dir``, proposals in a second thread beside the conv passes
+            (None: when torch leaves a core free; see ``Detector.overlaps``).
 
     Returns:
         :class:`EvalReport`: ``.voc.mAP`` (VOC07 11-point mAP, a fraction), ``.table`` (printable),
@@ -253,7 +256,8 @@ def evaluate(
     if model_dir is not None:
         detect_kwargs = {"proposals_dir": proposals_dir, "features_dir": features_dir, "device": device,
                          "bbox_reg": bbox_reg, "progress": progress, "preset": preset,
-                         "workers": workers, "weights": weights, "max_proposals": max_proposals}
+                         "workers": workers, "weights": weights, "max_proposals": max_proposals,
+                         "overlap": overlap}
     elif proposals_dir or features_dir or device or preset or workers or weights or max_proposals:
         raise ArgumentError("proposals_dir, features_dir, device, preset, workers, weights and "
                             "max_proposals (--proposals, --features, --device, --preset, --workers, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -146,3 +147,91 @@ def test_max_proposals_scores_the_first_k_of_each_image(make_voc, tmp_path):
         _same(every, want)  # the cap changes what is found
     with pytest.raises(ArgumentError, match="max_proposals"):
         next(detect_dataset(tmp_path / "m", ds, proposals_dir=full, device="cpu", max_proposals=0))
+
+
+def test_prefetch_threaded_keeps_order_and_errors():
+    from sppdet.proposal_prefetch import prefetch_threaded
+
+    seen = []
+
+    def propose(image):
+        seen.append(int(image[0, 0]))
+        if image[0, 0] == 3:
+            raise ValueError("bad image 3")
+        return np.full((2, 4), float(image[0, 0]))
+
+    items = [(k, np.full((4, 4), k, np.uint8), k != 1) for k in range(5)]
+    got = {}
+    for key, image, get in prefetch_threaded(propose, items):
+        assert int(image[0, 0]) == key
+        if key == 3:
+            with pytest.raises(ValueError, match="bad image 3"):
+                get()
+            continue
+        got[key] = get()
+    assert got[1] is None  # not wanted: never computed
+    assert [k for k in got if got[k] is not None] == [0, 2, 4]
+    assert all(np.all(got[k] == k) for k in (0, 2, 4))
+    assert 1 not in seen and sorted(seen) == [0, 2, 3, 4]
+
+
+def test_overlapped_detect_identical_to_serial():
+    """Proposals in a second thread beside the conv pass give the serial detections."""
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 255, (110 + 7 * k, 150, 3), dtype=np.uint8) for k in range(3)]
+    model = random_model(96 * 50, 2)
+    serial = Detector([model], "cpu", overlap=False)
+    overlapped = Detector([model], "cpu", overlap=True)
+    assert not serial.overlaps and overlapped.overlaps
+    a = [serial.detect(im, str(k)) for k, im in enumerate(images)]
+    b = [overlapped.detect(im, str(k)) for k, im in enumerate(images)]
+    assert sum(len(d.scores) for d in a) > 0
+    _same(a, b)
+
+
+def test_overlap_auto_needs_a_free_core(monkeypatch):
+    import torch
+
+    import sppdet.detector as detector_module
+
+    detector = Detector([random_model(96 * 50, 1)], "cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setattr(detector_module, "usable_cores", lambda: 2)
+        assert detector.overlaps  # one torch thread, a second core for the proposals
+        monkeypatch.setattr(detector_module, "usable_cores", lambda: 1)
+        assert not detector.overlaps  # they would share the only core
+        detector.overlap = True
+        assert detector.overlaps
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_detect_dataset_overlap_identical_to_serial(make_voc, tmp_path):
+    ds = _random_model_and_voc(make_voc, tmp_path, 4)
+    serial = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False, overlap=False))
+    overlapped = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False, overlap=True))
+    assert sum(len(d.scores) for d in serial) > 0
+    _same(serial, overlapped)
+
+
+def test_detect_cli_overlap_identical_to_serial(tmp_path):
+    import cv2
+
+    save_model(tmp_path / "m", random_model(96 * 50, 0))
+    rng = np.random.default_rng(1)
+    paths = [tmp_path / f"im{k}.jpg" for k in range(2)]
+    for k, path in enumerate(paths):
+        cv2.imwrite(str(path), rng.integers(0, 255, (100 + 10 * k, 130, 3), dtype=np.uint8))
+    outputs = []
+    for mode in ("--overlap", "--serial"):
+        out = tmp_path / f"{mode[2:]}.json"
+        # One torch thread in both runs, so that only the overlap differs.
+        cmd = [sys.executable, "-m", "sppdet", "detect", *map(str, paths), "--model", str(tmp_path / "m"),
+               "--json", str(out), "--score-thresh", "-1e9", mode]
+        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 0, result.stderr
+        outputs.append(json.loads(out.read_text())["images"])
+    assert len(outputs[0]) == 2 and sum(len(im["detections"]) for im in outputs[0]) > 0
+    assert outputs[0] == outputs[1]
