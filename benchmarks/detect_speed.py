@@ -1,16 +1,20 @@
 """Seconds per image of the whole detection system, per stage, against torchvision's CPU detectors.
 
 In one process, after warm-up, on real VOC 2007 images (the first ``--images`` of a split):
-- the shipped model at its own settings (``--preset model``: selective search fast, five
-  scales) and in the fast preset (``--preset fast``), for each of ``--threads``; stages
-  from the detector's timing hook (``sppdet.timing.StageTimer``): proposals, conv, pooling,
-  scoring (fc layers + SVMs / softmax), bbox_reg, nms; evaluation's score threshold (-1.5);
+- the shipped model at its own settings (``--preset model``) and in the fast preset
+  (``--preset fast``), for each of ``--threads``; stages from the detector's timing hook
+  (``sppdet.timing.StageTimer``): proposals, conv, pooling, scoring (fc layers + SVMs /
+  softmax), bbox_reg, nms; evaluation's score threshold. Mode ``serial``: the stages one
+  after the other on T torch threads; mode ``overlap`` (T >= 2, what ``sppdet detect`` does
+  by default): the proposals in a second thread beside the conv pass, torch on T - 1 threads
+  (its stage times overlap: only its total is wall time);
 - torchvision's ``fasterrcnn_mobilenet_v3_large_fpn`` and ``..._320_fpn`` (random
   initialisation: weights=None, weights_backbone=None; speed does not depend on weights),
   same images and threads, whole forward pass;
 - with ``--overlap-images N``: ``detect_dataset`` (what ``sppdet eval --model`` runs) over
-  the first N images serially (``--workers 0``, all threads) and with one proposal worker
-  (``--workers 1``, torch on the other cores), detections checked identical.
+  the first N images serially (``--serial``, all threads), with the proposals in a second
+  thread (``--overlap``) and in one worker process (``--workers 1``), torch on the other
+  cores in both; detections of the last two checked identical (same torch threads).
 
 Prints JSON and writes ``--out`` (default benchmarks/results/detect_speed.json). Skips with a
 message when the VOC data is absent.
@@ -51,11 +55,12 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def time_sppdet(images: list[tuple[str, np.ndarray]], preset: str, device: str, warmup: int) -> dict:
-    models = load_models([shipped_model_dir()])
+def time_sppdet(images: list[tuple[str, np.ndarray]], preset: str, device: str, warmup: int,
+                overlap: bool = False, model_dir: Path | None = None) -> dict:
+    models = load_models([model_dir or shipped_model_dir()])
     proposer = apply_preset(models, preset)
-    # Evaluation's threshold (-1.5): the most windows to regress and suppress.
-    detector = Detector(models, device, DetectionParams.from_model(models[0]), proposer)
+    # Evaluation's threshold: the most windows to regress and suppress.
+    detector = Detector(models, device, DetectionParams.from_model(models[0]), proposer, overlap=overlap)
     timer = StageTimer()
     detector.timer = timer
     for image_id, image in images[:warmup]:
@@ -64,17 +69,16 @@ def time_sppdet(images: list[tuple[str, np.ndarray]], preset: str, device: str, 
     for image_id, image in images:
         timer.reset()
         start = time.perf_counter()
-        proposals = detector.propose(image)
-        dets = detector.detect(image, image_id, proposals=proposals)
+        dets = detector.detect(image, image_id)
         if detector.device.type == "cuda":
             torch.cuda.synchronize()
         row = {s: timer.seconds.get(s, 0.0) for s in STAGES}
         row["post_conv"] = sum(row[s] for s in POST_CONV)
         row["total"] = time.perf_counter() - start
-        row["windows"] = float(len(proposals))
         row["detections"] = float(len(dets.scores))
         rows.append(row)
-    return {"preset": preset, "scales": models[0].config["scales"], **summarise(rows)}
+    return {"preset": preset, "mode": "overlap" if overlap else "serial", "torch_threads": torch.get_num_threads(),
+            "scales": models[0].config["scales"], "model": str(models[0].path), **summarise(rows)}
 
 
 def time_torchvision(name: str, images: list[tuple[str, np.ndarray]], device: str, warmup: int) -> dict:
@@ -97,26 +101,30 @@ def time_torchvision(name: str, images: list[tuple[str, np.ndarray]], device: st
             "total_median": round(statistics.median(times), 4)}
 
 
-def time_overlap(voc: Path, split: str, n: int, device: str, threads: int, preset: str) -> dict:
+def time_overlap(voc: Path, split: str, n: int, device: str, threads: int, preset: str,
+                 model_dir: Path | None = None) -> dict:
+    """Throughput of ``detect_dataset`` over ``n`` images: serial, proposal thread, one worker."""
     from sppdet.cli.options import share_cores
 
     out: dict = {"images": n, "preset": preset}
     dets = {}
-    for workers in (0, 1):
+    for mode, workers, overlap in (("serial", 0, False), ("thread", 0, True), ("workers1", 1, False)):
         torch.set_num_threads(threads)
-        if workers:
-            share_cores(workers)
+        if mode != "serial":
+            share_cores(1)
         ds = VOCDataset(voc, split=split, limit=n)
         start = time.perf_counter()
-        dets[workers] = list(detect_dataset(shipped_model_dir(), ds, device=device, progress=False,
-                                            preset=preset, workers=workers))
+        dets[mode] = list(detect_dataset(model_dir or shipped_model_dir(), ds, device=device, progress=False,
+                                         preset=preset, workers=workers, overlap=overlap))
         seconds = time.perf_counter() - start
-        out[f"workers{workers}_s"] = round(seconds, 2)
-        out[f"workers{workers}_images_per_s"] = round(n / seconds, 4)
-        out[f"workers{workers}_torch_threads"] = torch.get_num_threads()
-    out["speedup"] = round(out["workers1_images_per_s"] / out["workers0_images_per_s"], 3)
-    out["identical"] = all(np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
-                           and np.array_equal(a.labels, b.labels) for a, b in zip(dets[0], dets[1]))
+        out[f"{mode}_s"] = round(seconds, 2)
+        out[f"{mode}_images_per_s"] = round(n / seconds, 4)
+        out[f"{mode}_torch_threads"] = torch.get_num_threads()
+    for mode in ("thread", "workers1"):
+        out[f"{mode}_speedup"] = round(out[f"{mode}_images_per_s"] / out["serial_images_per_s"], 3)
+    out["thread_identical_to_workers1"] = all(
+        np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+        and np.array_equal(a.labels, b.labels) for a, b in zip(dets["thread"], dets["workers1"]))
     torch.set_num_threads(threads)
     return out
 
@@ -133,6 +141,7 @@ def main() -> None:
     ap.add_argument("--no-torchvision", action="store_true")
     ap.add_argument("--overlap-images", type=int, default=0)
     ap.add_argument("--overlap-preset", default="model")
+    ap.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped one)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "detect_speed.json")
     args = ap.parse_args()
     if not (args.voc / "JPEGImages").is_dir():
@@ -146,11 +155,15 @@ def main() -> None:
                     "device": args.device, "images": len(images), "split": args.split,
                     "warmup": args.warmup, "runs": []}
     for threads in args.threads:
-        torch.set_num_threads(threads)
         for preset in args.presets:
-            row = {"threads": threads, **time_sppdet(images, preset, args.device, args.warmup)}
-            result["runs"].append(row)
-            print(json.dumps(row), flush=True)
+            for overlap in (False, True) if threads >= 2 else (False,):
+                # Overlap: torch on one core fewer, the proposal thread on that core.
+                torch.set_num_threads(threads - 1 if overlap else threads)
+                row = {"threads": threads, **time_sppdet(images, preset, args.device, args.warmup,
+                                                         overlap, args.model)}
+                result["runs"].append(row)
+                print(json.dumps(row), flush=True)
+        torch.set_num_threads(threads)
         if not args.no_torchvision:
             for name in ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn"):
                 row = {"threads": threads, **time_torchvision(name, images, args.device, args.warmup)}
@@ -158,17 +171,22 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     if args.overlap_images:
         result["overlap"] = time_overlap(args.voc, args.split, args.overlap_images, args.device,
-                                         max(args.threads), args.overlap_preset)
+                                         max(args.threads), args.overlap_preset, args.model)
     result["load_average_end"] = os.getloadavg()
     ratios = {}
     for threads in args.threads:
-        runs = {r.get("preset", r.get("model")): r for r in result["runs"] if r["threads"] == threads}
+        mine = [r for r in result["runs"] if r["threads"] == threads]
+        runs = {(r["preset"], r["mode"]) if "preset" in r else r["model"]: r for r in mine}
         tv = runs.get("fasterrcnn_mobilenet_v3_large_fpn")
-        if tv and "fast" in runs:
-            ratios[f"fast_vs_frcnn_large_fpn_{threads}t"] = round(tv["total_mean"] / runs["fast"]["total_mean"], 3)
-        if "fast" in runs:
-            f = runs["fast"]
-            ratios[f"fast_pooling_over_conv_{threads}t"] = round(f["pooling_mean"] / f["conv_mean"], 4)
+        for mode in ("serial", "overlap"):
+            fast = runs.get(("fast", mode))
+            if fast is None:
+                continue
+            if tv:
+                ratios[f"fast_{mode}_vs_frcnn_large_fpn_{threads}t"] = round(
+                    tv["total_median"] / fast["total_median"], 3)
+            if mode == "serial":
+                ratios[f"fast_pooling_over_conv_{threads}t"] = round(fast["pooling_median"] / fast["conv_median"], 4)
     result["ratios"] = ratios
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
