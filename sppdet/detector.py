@@ -273,9 +273,22 @@ class Detector:
                               "(a custom proposer function runs in this process: use workers=0)")
         return proposer.method
 
-    def conv_maps(self, image_bgr: np.ndarray) -> dict[FeatureConfig, FeatureMaps]:
+    def conv_maps(self, image_bgr: np.ndarray) -> dict[Any, FeatureMaps]:
+        """Every conv map one image needs: the backbone's per feature configuration and, for
+        conv fine-tuned models, their conv top's output on those (keyed ("top", model index);
+        neither needs the proposals, so both run beside them)."""
         with stage(self.timer, "conv", self.device):
-            return {key: ex.conv_maps(image_bgr) for key, ex in self.extractors.items()}
+            maps: dict[Any, FeatureMaps] = {key: ex.conv_maps(image_bgr) for key, ex in self.extractors.items()}
+            return self.with_top_maps(maps)
+
+    def with_top_maps(self, maps: dict[Any, FeatureMaps]) -> dict[Any, FeatureMaps]:
+        """``maps`` (the backbone's, per feature configuration) with every conv top's output
+        added where missing (keyed ("top", model index))."""
+        for i, model in enumerate(self.models):
+            if model.conv_top is not None and ("top", i) not in maps:
+                key = feature_key(model.config)
+                maps[("top", i)] = model.top_maps(maps[key], self.extractors[key])
+        return maps
 
     def propose(self, image_bgr: np.ndarray) -> np.ndarray:
         """The proposal method's windows (N, 4) of one BGR image."""
@@ -283,7 +296,7 @@ class Detector:
             return self.proposer(image_bgr)
 
     def detect(self, image_bgr: np.ndarray, image_id: str = "", proposals: np.ndarray | None = None,
-               maps: dict[tuple, FeatureMaps] | None = None) -> Detections:
+               maps: dict[Any, FeatureMaps] | None = None) -> Detections:
         """Detections of one BGR image (proposals and conv maps are computed when not given)."""
         hw = (int(image_bgr.shape[0]), int(image_bgr.shape[1]))
         if proposals is None and maps is None and self.overlaps:
@@ -298,7 +311,7 @@ class Detector:
             maps = self.conv_maps(image_bgr)
         return self.detect_windows(np.asarray(proposals, np.float64).reshape(-1, 4), maps, hw, image_id)
 
-    def detect_windows(self, windows: np.ndarray, maps: dict[tuple, FeatureMaps],
+    def detect_windows(self, windows: np.ndarray, maps: dict[Any, FeatureMaps],
                        image_hw: tuple[int, int], image_id: str = "") -> Detections:
         """Score, regress and suppress ``windows`` (N, 4) given every model's conv maps.
 
@@ -312,16 +325,20 @@ class Detector:
         windows = np.asarray(windows, np.float64).reshape(-1, 4)
         thresholds = torch.as_tensor(self.params.thresholds(len(self.classes)), dtype=torch.float32,
                                      device=dev)
+        if any(m.conv_top is not None and ("top", i) not in maps for i, m in enumerate(self.models)):
+            with stage(timer, "conv", dev):  # conv tops on maps given from a cache
+                maps = self.with_top_maps(dict(maps))
         cand_boxes, cand_scores, cand_labels = [], [], []
         pooled_by_key: dict[Any, torch.Tensor] = {}
         window_t: torch.Tensor | None = None
-        for model, scorer in zip(self.models, self.scorers):
+        for i, (model, scorer) in enumerate(zip(self.models, self.scorers)):
             key = feature_key(model.config)
             # Models with their own conv top pool on its output; the others share pooling.
-            pool_key = key if model.conv_top is None else (key, id(model))
+            pool_key = key if model.conv_top is None else ("top", i)
             if pool_key not in pooled_by_key:
                 with stage(timer, "pooling", dev):
-                    pooled_by_key[pool_key] = model.pool_tensor(maps[key], windows, self.extractors[key])
+                    pooled_by_key[pool_key] = model.pool_tensor(maps[key], windows, self.extractors[key],
+                                                                maps.get(("top", i)))
             pooled = pooled_by_key[pool_key]
             with stage(timer, "scoring", dev):
                 scores, hidden = scorer.scores(pooled)

@@ -226,18 +226,26 @@ class DetectorModel:
         return self.pool_tensor(maps, windows, extractor).cpu().numpy()
 
     @torch.inference_mode()
-    def pool_tensor(self, maps: "FeatureMaps", windows: np.ndarray, extractor: "FeatureExtractor"
-                    ) -> torch.Tensor:
+    def top_maps(self, maps: "FeatureMaps", extractor: "FeatureExtractor") -> "FeatureMaps":
+        """A conv fine-tuned model's conv top run on the cached-layer ``maps`` (on the
+        extractor's device): the maps its windows are pooled on."""
+        if self.conv_top is None:
+            raise ArgumentError(f"{self.path or 'model'}: no conv top (not a conv fine-tuned model)")
+        top = self.conv_top.to(extractor.device)
+        return top.apply_to_maps(maps.to(extractor.device))
+
+    def pool_tensor(self, maps: "FeatureMaps", windows: np.ndarray, extractor: "FeatureExtractor",
+                    top_maps: "FeatureMaps | None" = None) -> torch.Tensor:
         """(N, D_pool) float32 pooled features of ``windows`` on the cached-layer ``maps``, on
         the extractor's device: straight from them, or, for a conv fine-tuned model, from its
-        conv top's output."""
+        conv top's output (``top_maps`` when already computed, see ``top_maps``)."""
         if self.conv_top is None:
             return extractor.pool(maps, windows)
         from sppdet.features.extractor import pool_windows
 
-        top = self.conv_top.to(extractor.device)
-        top_maps = top.apply_to_maps(maps.to(extractor.device))
-        return pool_windows(top_maps, windows, top.stride, top.offset, extractor.spp)
+        if top_maps is None:
+            top_maps = self.top_maps(maps, extractor)
+        return pool_windows(top_maps, windows, self.conv_top.stride, self.conv_top.offset, extractor.spp)
 
     def regress(self, pooled: np.ndarray, boxes: np.ndarray,
                 class_idx: int | np.ndarray | None = None) -> np.ndarray:

@@ -235,3 +235,26 @@ def test_detect_cli_overlap_identical_to_serial(tmp_path):
         outputs.append(json.loads(out.read_text())["images"])
     assert len(outputs[0]) == 2 and sum(len(im["detections"]) for im in outputs[0]) > 0
     assert outputs[0] == outputs[1]
+
+
+def test_conv_top_runs_with_the_conv_pass():
+    """A conv fine-tuned model's conv top runs in the conv stage (beside the proposals when
+    overlapped), with the detections of running it after them on the backbone's maps."""
+    from sppdet.detector import DetectionParams
+    from sppdet.models import shipped_model_dir
+
+    models = load_models([shipped_model_dir()])
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 255, (180, 240, 3), dtype=np.uint8)
+    xy = rng.uniform(0, 150, (200, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(20, 90, (200, 2))], axis=1)
+    timer = StageTimer()
+    params = DetectionParams.from_model(models[0], score_threshold=0.0)
+    detector = Detector(models, "cpu", params, proposer=lambda im: boxes, timer=timer, overlap=True)
+    overlapped = detector.detect(image, "x")
+    assert len(overlapped.scores) > 0 and timer.calls["conv"] == 1
+    maps = detector.conv_maps(image)
+    assert ("top", 0) in maps and maps[("top", 0)].maps[0].shape[0] == 128  # the conv top's output
+    backbone_only = {k: v for k, v in maps.items() if k != ("top", 0)}
+    after = detector.detect_windows(boxes, backbone_only, image.shape[:2], "x")
+    _same([overlapped], [after])
