@@ -13,8 +13,9 @@ In one process, after warm-up, on real VOC 2007 images (the first ``--images`` o
   same images and threads, whole forward pass;
 - with ``--overlap-images N``: ``detect_dataset`` (what ``sppdet eval --model`` runs) over
   the first N images serially (``--serial``, all threads), with the proposals in a second
-  thread (``--overlap``) and in one worker process (``--workers 1``), torch on the other
-  cores in both; detections of the last two checked identical (same torch threads).
+  thread (``--overlap``) and in one or two worker processes (``--workers 1``, ``--workers
+  2``), torch on the cores left (at least one); detections of the last three checked
+  identical (same torch threads on two cores).
 
 Prints JSON and writes ``--out`` (default benchmarks/results/detect_speed.json). Skips with a
 message when the VOC data is absent.
@@ -108,10 +109,11 @@ def time_overlap(voc: Path, split: str, n: int, device: str, threads: int, prese
 
     out: dict = {"images": n, "preset": preset}
     dets = {}
-    for mode, workers, overlap in (("serial", 0, False), ("thread", 0, True), ("workers1", 1, False)):
+    modes = (("serial", 0, False), ("thread", 0, True), ("workers1", 1, False), ("workers2", 2, False))
+    for mode, workers, overlap in modes:
         torch.set_num_threads(threads)
         if mode != "serial":
-            share_cores(1)
+            share_cores(max(1, workers))  # torch on the cores left (at least one)
         ds = VOCDataset(voc, split=split, limit=n)
         start = time.perf_counter()
         dets[mode] = list(detect_dataset(model_dir or shipped_model_dir(), ds, device=device, progress=False,
@@ -120,11 +122,12 @@ def time_overlap(voc: Path, split: str, n: int, device: str, threads: int, prese
         out[f"{mode}_s"] = round(seconds, 2)
         out[f"{mode}_images_per_s"] = round(n / seconds, 4)
         out[f"{mode}_torch_threads"] = torch.get_num_threads()
-    for mode in ("thread", "workers1"):
+    for mode, _, _ in modes[1:]:
         out[f"{mode}_speedup"] = round(out[f"{mode}_images_per_s"] / out["serial_images_per_s"], 3)
-    out["thread_identical_to_workers1"] = all(
-        np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
-        and np.array_equal(a.labels, b.labels) for a, b in zip(dets["thread"], dets["workers1"]))
+    for mode in ("workers1", "workers2"):  # same torch threads as "thread" on two cores
+        out[f"thread_identical_to_{mode}"] = all(
+            np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+            and np.array_equal(a.labels, b.labels) for a, b in zip(dets["thread"], dets[mode]))
     torch.set_num_threads(threads)
     return out
 
