@@ -15,7 +15,8 @@ timed() {
 run() {
     local name=$1; shift
     if [ -f "$C/logs/$name.time" ]; then echo "[$(date +%T)] $name: done before"; return; fi
-    timed "$name" "$C/logs/$name.tmp" "$@"
+    # "|| return": set -e does not apply inside a function called as "run ... || ...".
+    timed "$name" "$C/logs/$name.tmp" "$@" || return
     mv "$C/logs/$name.tmp" "$C/logs/$name.time"
     echo "[$(date +%T)] $name done: $(cat "$C/logs/$name.time")"
 }

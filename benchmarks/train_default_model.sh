@@ -68,9 +68,16 @@ packed_dev=${dev}_int8$rank_tag
         --no-coco
 ) &
 dev_job=$!
+all_status=0 dev_status=0
 OMP_NUM_THREADS=1 run "finetune_conv_all_${tag}_$ITERATIONS" $SPPDET finetune --voc "$V" --split trainval \
-    "${CACHES[@]}" "${TOP_ARGS[@]}" "${flip_args[@]}" --iterations "$ITERATIONS" --out "$all" --quiet
-wait "$dev_job"
+    "${CACHES[@]}" "${TOP_ARGS[@]}" "${flip_args[@]}" --iterations "$ITERATIONS" --out "$all" --quiet \
+    || all_status=$?
+wait "$dev_job" || dev_status=$?  # never leave the development run behind
+if [ "$all_status" != 0 ] || [ "$dev_status" != 0 ]; then
+    echo "failed (shipped run: exit $all_status, development run: exit $dev_status); logs in $C/logs;" \
+         "run again to resume" >&2
+    exit 1
+fi
 run "pack_conv_all_${tag}_$ITERATIONS$rank_tag" $SPPDET pack "$all" "${all}_int8$rank_tag" "${pack_args[@]}"
 # Display thresholds: F1-optimal on the 500 val ids for the development model packed the same way.
 run "thresholds_conv_${tag}_$ITERATIONS$rank_tag" $SPPDET eval --voc "$V" --ids "$val_ids" \
