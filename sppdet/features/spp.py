@@ -250,7 +250,12 @@ class SpatialPyramidPooling(nn.Module):
         left = xs.unsqueeze(1)
         right = (xe - (1 << kx)).unsqueeze(1)
         corners = torch.stack([block + top + left, block + top + right,
-                               block + bottom + left, block + bottom + right])
+                               block + bottom + left, block + bottom + right]).reshape(4, -1)
+        # On a coarse map (e.g. stride 32) many windows share bins: look each distinct bin up once.
+        _, first, inverse = _unique_first(corners[0] * rows.shape[0] + corners[3])
+        if first.shape[0] <= _DEDUP_SHARE * corners.shape[1]:
+            distinct = _max_over(_gather_rows(rows, corners[:, first].reshape(-1)).view(4, first.shape[0], -1), 0)
+            return _gather_rows(distinct, inverse).view(k, n, n, -1)
         gathered = _gather_rows(rows, corners.reshape(-1))
         return _max_over(gathered.view(4, k, n, n, -1), 0)
 

@@ -67,6 +67,17 @@ def test_matches_brute_force_on_random_maps(levels):
     torch.testing.assert_close(got, brute_force(maps, rois, levels), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("size, k", [((120, 160), 12), ((6, 8), 400)])
+def test_shared_and_distinct_bins_match_brute_force(size, k):
+    """Few windows on a large map (every bin distinct) and many on a coarse one (most bins
+    shared by several windows, looked up once): the same values as the loop."""
+    rng = np.random.default_rng(k)
+    fmap = torch.randn(3, *size, generator=torch.Generator().manual_seed(k))
+    rois = random_rois(rng, [size], k)
+    got = SpatialPyramidPooling((1, 2, 3, 6))(fmap, torch.tensor(rois))
+    torch.testing.assert_close(got, brute_force([fmap], rois, (1, 2, 3, 6)), rtol=0, atol=0)
+
+
 def test_single_map_and_batch_inputs():
     rng = np.random.default_rng(3)
     fmap = torch.randn(4, 11, 14)
