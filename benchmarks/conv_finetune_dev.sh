@@ -11,6 +11,7 @@
 #   convr   the same with a new 1x1 conv to 128 channels after block 17 (pooled feature 6,400 long)
 #   convrflip  convr trained on left-right mirrored copies too (mirrored maps: `extract --flip`)
 #   frozen  the same deeper layer without conv fine-tuning (blocks 14-17 at ImageNet weights)
+#   frozenr convr without conv fine-tuning (blocks 14-17 frozen; the new 1x1 reduction and fc6/fc7 trained)
 #   fc      the shipped recipe's head: fc6/fc7 fine-tuned on block 13 (stride 16), fc7 SVMs + ridge box regression
 #   convsvm the paper's SVMs (+ ridge box regression) on fc7 of the conv fine-tuned network
 # Logs, GNU time (wall, peak memory) in CACHE_DIR/logs; metrics in CACHE_DIR/dev_<variant>_<scales>.json.
@@ -54,8 +55,9 @@ case " $VARIANTS " in *flip*)  # the mirrored maps of the training images
 esac
 for variant in $VARIANTS; do
     case $variant in
-    conv|convr|convrflip|frozen)
+    conv|convr|convrflip|frozen|frozenr)
         extra=(); [ "$variant" = frozen ] && extra=(--freeze-top)
+        [ "$variant" = frozenr ] && extra=(--freeze-top --top-reduce 128)
         [ "$variant" = convr ] && extra=(--top-reduce 128)
         [ "$variant" = convrflip ] && extra=(--top-reduce 128 --flip)
         m=$C/model_${variant}${ITERATIONS}_$tag
