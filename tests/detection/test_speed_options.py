@@ -37,25 +37,33 @@ def _random_model_and_voc(make_voc, tmp_path, n_images: int):
     return VOCDataset(root, split="train", classes=CLASSES)
 
 
-def test_detect_dataset_workers_identical_to_serial(make_voc, tmp_path):
+def _write_random_images(folder, n: int, seed: int, height: int, width: int) -> list:
+    """n random JPEG files im0.jpg ... in ``folder``, each 10 pixels taller than the last."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    paths = [folder / f"im{k}.jpg" for k in range(n)]
+    for k, path in enumerate(paths):
+        cv2.imwrite(str(path), rng.integers(0, 255, (height + 10 * k, width, 3), dtype=np.uint8))
+    return paths
+
+
+@pytest.mark.parametrize("ahead", [{"workers": 2}, {"overlap": True}], ids=["workers", "thread"])
+def test_detect_dataset_prefetch_identical_to_serial(make_voc, tmp_path, ahead):
+    """Proposals in worker processes or in a second thread: the serial run's detections."""
     ds = _random_model_and_voc(make_voc, tmp_path, 5)
-    serial = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False))
-    parallel = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False, workers=2))
+    serial = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False, overlap=False))
+    prefetched = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False, **ahead))
     assert sum(len(d.scores) for d in serial) > 0
-    _same(serial, parallel)
+    _same(serial, prefetched)
 
 
 def test_detect_cli_workers_identical_to_serial(tmp_path):
-    import cv2
-
     from sppdet.data import read_image
     from sppdet.result import DetectionResult
 
     save_model(tmp_path / "m", random_model(96 * 50, 0))
-    rng = np.random.default_rng(0)
-    paths = [tmp_path / f"im{k}.jpg" for k in range(3)]
-    for k, path in enumerate(paths):
-        cv2.imwrite(str(path), rng.integers(0, 255, (90 + 10 * k, 120, 3), dtype=np.uint8))
+    paths = _write_random_images(tmp_path, 3, seed=0, height=90, width=120)
     (tmp_path / "im9.jpg").write_bytes(b"not an image")
     out = tmp_path / "d.json"
     cmd = [sys.executable, "-m", "sppdet", "detect", str(paths[0]), str(tmp_path / "im9.jpg"),
@@ -208,22 +216,9 @@ def test_overlap_auto_needs_a_free_core(monkeypatch):
         torch.set_num_threads(threads)
 
 
-def test_detect_dataset_overlap_identical_to_serial(make_voc, tmp_path):
-    ds = _random_model_and_voc(make_voc, tmp_path, 4)
-    serial = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False, overlap=False))
-    overlapped = list(detect_dataset(tmp_path / "m", ds, device="cpu", progress=False, overlap=True))
-    assert sum(len(d.scores) for d in serial) > 0
-    _same(serial, overlapped)
-
-
 def test_detect_cli_overlap_identical_to_serial(tmp_path):
-    import cv2
-
     save_model(tmp_path / "m", random_model(96 * 50, 0))
-    rng = np.random.default_rng(1)
-    paths = [tmp_path / f"im{k}.jpg" for k in range(2)]
-    for k, path in enumerate(paths):
-        cv2.imwrite(str(path), rng.integers(0, 255, (100 + 10 * k, 130, 3), dtype=np.uint8))
+    paths = _write_random_images(tmp_path, 2, seed=1, height=100, width=130)
     outputs = []
     for mode in ("--overlap", "--serial"):
         out = tmp_path / f"{mode[2:]}.json"
