@@ -329,7 +329,7 @@ class Detector:
             with stage(timer, "conv", dev):  # conv tops on maps given from a cache
                 maps = self.with_top_maps(dict(maps))
         cand_boxes, cand_scores, cand_labels = [], [], []
-        pooled_by_key: dict[Any, torch.Tensor] = {}
+        pooled_by_key: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
         window_t: torch.Tensor | None = None
         for i, (model, scorer) in enumerate(zip(self.models, self.scorers)):
             key = feature_key(model.config)
@@ -337,11 +337,13 @@ class Detector:
             pool_key = key if model.conv_top is None else ("top", i)
             if pool_key not in pooled_by_key:
                 with stage(timer, "pooling", dev):
-                    pooled_by_key[pool_key] = model.pool_tensor(maps[key], windows, self.extractors[key],
-                                                                maps.get(("top", i)))
-            pooled = pooled_by_key[pool_key]
+                    # Windows on the same cells have the same features: each is scored once.
+                    pooled_by_key[pool_key] = model.pool_distinct(maps[key], windows, self.extractors[key],
+                                                                  maps.get(("top", i)))
+            pooled, window_row = pooled_by_key[pool_key]
             with stage(timer, "scoring", dev):
-                scores, hidden = scorer.scores(pooled)
+                distinct_scores, hidden = scorer.scores(pooled)
+                scores = distinct_scores.index_select(0, window_row)
                 rows, labels = torch.nonzero(scores > thresholds[None, :], as_tuple=True)
             with stage(timer, "bbox_reg", dev):
                 if window_t is None:
@@ -349,7 +351,7 @@ class Detector:
                 boxes = window_t.index_select(0, rows)
                 if self.bbox_reg and scorer.has_bbox_reg and rows.numel():
                     # Regress only the windows with a class above its threshold.
-                    needed, inverse = torch.unique(rows, return_inverse=True)
+                    needed, inverse = torch.unique(window_row.index_select(0, rows), return_inverse=True)
                     deltas = scorer.deltas(pooled, hidden, needed)
                     assert deltas is not None
                     boxes = apply_deltas(boxes, deltas[inverse, labels])

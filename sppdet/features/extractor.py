@@ -13,7 +13,7 @@ from sppdet.features.backbones import Backbone
 from sppdet.features.mapping import map_windows, scale_boxes
 from sppdet.features.pyramid import (DEFAULT_MAX_SIZE, DEFAULT_SCALES, nearest_scale,
                                      scale_factors, to_input_tensor)
-from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling, single_thread_on_cpu
+from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
 from sppdet.errors import ArgumentError
 from sppdet.features.config import FeatureConfig
 
@@ -46,21 +46,26 @@ def pool_windows(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: in
     Each box is pooled at the scale whose scaled area is nearest 224 x 224, from the cells
     the paper's appendix mapping gives (``mapping.map_windows``).
     """
-    device = maps.maps[0].device
-    with single_thread_on_cpu(device):
-        return _pool_windows(maps, boxes, stride, offset, spp)
+    return spp(maps.maps, window_rois(maps, boxes, stride, offset))
 
 
-def _pool_windows(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int, offset: float,
-                  spp: SpatialPyramidPooling) -> torch.Tensor:
+def pool_distinct_windows(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int, offset: float,
+                          spp: SpatialPyramidPooling) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pool_windows`` with boxes that fall on the same cells of the same scale pooled once:
+    (D, dim) features and each box's row (N,) (``SpatialPyramidPooling.pool_distinct``)."""
+    return spp.pool_distinct(maps.maps, window_rois(maps, boxes, stride, offset))
+
+
+def window_rois(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int, offset: float) -> torch.Tensor:
+    """(N, 5) int64 rois (scale index, x0, y0, x1, y1) of internal boxes (N, 4) in original
+    pixels: the scale whose scaled area is nearest 224 x 224 and the cells there, on the
+    maps' device."""
     b = np.asarray(torch.as_tensor(boxes).cpu(), dtype=np.float64).reshape(-1, 4)
-    device = maps.maps[0].device
     which = torch.from_numpy(nearest_scale(b, maps.factors))
     sizes = torch.tensor([m.shape[1:] for m in maps.maps], dtype=torch.int64)
     scaled = scale_boxes(b, maps.factors[which.numpy()])
     cells = map_windows(scaled, stride, offset, sizes[which])
-    rois = torch.cat([which.unsqueeze(1), cells], dim=1).to(device)
-    return spp(maps.maps, rois)
+    return torch.cat([which.unsqueeze(1), cells], dim=1).to(maps.maps[0].device)
 
 
 class FeatureExtractor:

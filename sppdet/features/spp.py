@@ -9,15 +9,22 @@ How it is computed without a loop over windows or bins:
 - Any rectangle's max is the max of four lookups in a 2-D sparse table
   T[ky, kx][y, x] = max of the map over [y, y + 2^ky) x [x, x + 2^kx) (a range-max query:
   the four power-of-two blocks anchored at the rectangle's corners cover it exactly).
-- Coarser levels that divide the finest one are unions of its bins: bin i of n is the
-  union of bins i m .. i m + m - 1 of n m (floor(i m a / (n m)) = floor(i a / n), likewise
-  for the ceiling, and consecutive bins touch or overlap). For (1, 2, 3, 6) only the 36
-  bins of level 6 are looked up; levels 3, 2 and 1 are max-reductions of them, and the
-  table only needs blocks up to the largest level-6 bin.
+- Many windows share bins (always on coarse stride-32 maps): each distinct bin is looked
+  up once and copied to the windows that have it.
+- Coarse maps (a table with blocks up to the largest window no bigger than the output):
+  the bins of every level are looked up at once, straight into the output layout.
+  Fine maps (large windows in cells): only the finest level and the levels that do not
+  divide it are looked up, and the table only needs blocks up to their largest bin; coarser
+  levels that divide the finest one are unions of its bins: bin i of n is the union of bins
+  i m .. i m + m - 1 of n m (floor(i m a / (n m)) = floor(i a / n), likewise for the
+  ceiling, and consecutive bins touch or overlap), so for (1, 2, 3, 6) levels 3, 2 and 1
+  are max-reductions of the 36 bins of level 6.
 - The maps of several scales (different sizes) share one flat table, so windows of every
   scale are pooled in one query.
 - Max pooling selects values, so pooling a float16 map in float16 is exact; the result is
   returned as float32 (float64 maps give float64, e.g. for gradient checks).
+- Identical windows are pooled once (``pool_distinct``: the detector scores each distinct
+  window once).
 - With autograd (conv fine-tuning through the pyramid), windows are pooled one by one with
   ``adaptive_max_pool2d`` (the same bins), and each bin's gradient flows to the cell that
   holds its max.
@@ -166,57 +173,59 @@ class SpatialPyramidPooling(nn.Module):
                 rois: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
         maps = _as_map_list(features)
         with single_thread_on_cpu(maps[0].device):
-            return self._forward(maps, rois)
+            pooled, inverse = self._pool_distinct(maps, rois, _DEDUP_SHARE)
+            return pooled if pooled.shape[0] == inverse.shape[0] else pooled.index_select(0, inverse)
 
-    def _forward(self, maps: list[torch.Tensor], rois: torch.Tensor | np.ndarray | None) -> torch.Tensor:
+    def pool_distinct(self, features: torch.Tensor | Sequence[torch.Tensor],
+                      rois: torch.Tensor | np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each distinct window pooled once: (D, dim) features and the (K,) index of each
+        roi's row (``pooled[inverse]`` equals ``forward(features, rois)``)."""
+        maps = _as_map_list(features)
+        with single_thread_on_cpu(maps[0].device):
+            return self._pool_distinct(maps, rois, 1.0)
+
+    def _pool_distinct(self, maps: list[torch.Tensor], rois: torch.Tensor | np.ndarray | None,
+                       max_share: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pool the distinct rois when they are at most ``max_share`` of all, else every roi
+        (then ``inverse`` is 0 .. K - 1)."""
         rois = _check_rois(rois, maps)
         k = rois.shape[0]
-        c = maps[0].shape[0]
+        every = torch.arange(k, device=rois.device)
         if k == 0:
-            return torch.zeros((0, self.output_dim(c)), device=maps[0].device)
+            return torch.zeros((0, self.output_dim(maps[0].shape[0])), device=maps[0].device), every
         if torch.is_grad_enabled() and any(f.requires_grad for f in maps):
-            return self._pool_differentiable(maps, rois)
+            return self._pool_differentiable(maps, rois), every
         # Distinct windows by a 1-D key (a 1-D sort is much faster than unique(dim=0)).
         radix = rois.amax(0) + 1
         key = rois[:, 0]
         for j in range(1, 5):
             key = key * radix[j] + rois[:, j]
         _, first, inverse = _unique_first(key)
-        if first.shape[0] <= _DEDUP_SHARE * k:
-            return self._pool(maps, rois[first]).index_select(0, inverse)
-        return self._pool(maps, rois)
+        if first.shape[0] < k and first.shape[0] <= max_share * k:
+            return self._pool(maps, rois[first]), inverse
+        return self._pool(maps, rois), every
 
     def _pool(self, maps: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         k, c = rois.shape[0], maps[0].shape[0]
         index, x0, y0, x1, y1 = rois.unbind(1)
-        edges = {n: (bin_edges(y0, y1, n), bin_edges(x0, x1, n)) for n in self._direct}
-        # Largest power-of-two block each map's table needs, from its windows' bins.
-        need_y = torch.stack([floor_log2((ye - ys).amax(1)) for (ys, ye), _ in edges.values()]).amax(0)
-        need_x = torch.stack([floor_log2((xe - xs).amax(1)) for _, (xs, xe) in edges.values()]).amax(0)
-        m = len(maps)
-        ky_max = torch.zeros(m, dtype=torch.int64, device=rois.device).scatter_reduce(0, index, need_y, "amax")
-        kx_max = torch.zeros(m, dtype=torch.int64, device=rois.device).scatter_reduce(0, index, need_x, "amax")
-        shapes = [(int(ky_max[i]) + 1, int(kx_max[i]) + 1, f.shape[1], f.shape[2]) for i, f in enumerate(maps)]
-        sizes = [a * b * h * w for a, b, h, w in shapes]
-        starts = np.cumsum([0] + sizes)
-        if torch.is_grad_enabled() and any(f.requires_grad for f in maps):
-            rows = torch.cat([sparse_table(f, a - 1, b - 1).reshape(-1, c)
-                              for f, (a, b, _, _) in zip(maps, shapes)])
-        else:  # one buffer for every scale's table, filled in place
-            rows = maps[0].new_empty((int(starts[-1]), c))
-            for f, shape, s0, s1 in zip(maps, shapes, starts[:-1], starts[1:]):
-                sparse_table(f, shape[0] - 1, shape[1] - 1, out=rows[s0:s1].view(*shape, c))
-        geometry = [(int(s0), b, h, w) for s0, (_, b, h, w) in zip(starts[:-1], shapes)]
-        geo = torch.tensor(geometry, dtype=torch.int64, device=rois.device)[index]  # (K, 4)
+        edges = {n: (bin_edges(y0, y1, n), bin_edges(x0, x1, n)) for n in self.levels}
+        every_level = _table_shapes(maps, index, edges, self.levels)
+        dtype = torch.float32 if maps[0].dtype in (torch.float16, torch.bfloat16) else maps[0].dtype
+        if sum(a * b * h * w for a, b, h, w in every_level) <= k * self.num_bins:
+            # Coarse maps: every level's bins straight from the table, in the output layout.
+            rows, geo = _flat_table(maps, every_level, dtype, rois.device)
+            bins = [_level_bins(edges[n]) for n in self.levels]
+            ys, ye, xs, xe = (torch.cat(parts, dim=1) for parts in zip(*bins))
+            return self._query(rows, geo, index, ys, ye, xs, xe).view(k, -1)
 
-        pooled = {n: self._query(rows, geo, *edges[n]) for n in self._direct}
+        rows, geo = _flat_table(maps, _table_shapes(maps, index, edges, self._direct), maps[0].dtype, rois.device)
+        pooled = {n: self._query(rows, geo, index, *_level_bins(edges[n])).view(k, n, n, c) for n in self._direct}
         for n in sorted(self.levels, reverse=True):  # derive coarse levels from finer ones
             if n not in pooled:
                 src = min(m for m in pooled if m % n == 0)
                 s = src // n
                 p = _max_over(pooled[src].view(k, n, s, src, c), 2)
                 pooled[n] = _max_over(p.view(k, n, n, s, c), 3)
-        dtype = torch.float32 if rows.dtype in (torch.float16, torch.bfloat16) else rows.dtype
         out = torch.empty((k, self.output_dim(c)), dtype=dtype, device=rows.device)
         offsets = np.cumsum([0] + [c * n * n for n in self.levels])
         for n, start in zip(self.levels, offsets[:-1]):
@@ -237,27 +246,72 @@ class SpatialPyramidPooling(nn.Module):
         return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
     @staticmethod
-    def _query(rows: torch.Tensor, geo: torch.Tensor, y_edges: tuple[torch.Tensor, torch.Tensor],
-               x_edges: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Max over bins [ys, ye) x [xs, xe), each (K, n): -> (K, n, n, C)."""
-        (ys, ye), (xs, xe) = y_edges, x_edges
-        k, n = ys.shape
-        base, lx, h, w = (g.view(k, 1, 1) for g in geo.unbind(1))
-        ky, kx = floor_log2(ye - ys), floor_log2(xe - xs)
-        block = base + (ky.unsqueeze(2) * lx + kx.unsqueeze(1)) * (h * w)  # (K, n, n)
-        top = ys.unsqueeze(2) * w
-        bottom = (ye - (1 << ky)).unsqueeze(2) * w
-        left = xs.unsqueeze(1)
-        right = (xe - (1 << kx)).unsqueeze(1)
-        corners = torch.stack([block + top + left, block + top + right,
-                               block + bottom + left, block + bottom + right]).reshape(4, -1)
-        # On a coarse map (e.g. stride 32) many windows share bins: look each distinct bin up once.
-        _, first, inverse = _unique_first(corners[0] * rows.shape[0] + corners[3])
-        if first.shape[0] <= _DEDUP_SHARE * corners.shape[1]:
-            distinct = _max_over(_gather_rows(rows, corners[:, first].reshape(-1)).view(4, first.shape[0], -1), 0)
-            return _gather_rows(distinct, inverse).view(k, n, n, -1)
-        gathered = _gather_rows(rows, corners.reshape(-1))
-        return _max_over(gathered.view(4, k, n, n, -1), 0)
+    def _query(rows: torch.Tensor, geo: torch.Tensor, index: torch.Tensor, ys: torch.Tensor, ye: torch.Tensor,
+               xs: torch.Tensor, xe: torch.Tensor) -> torch.Tensor:
+        """Max over the bins [ys, ye) x [xs, xe), each (K, B), of windows on maps ``index``
+        (K,) whose tables ``_flat_table`` laid out in ``rows`` (``geo``: (M, 4)): -> (K, B, C)
+        in the table's dtype."""
+        k, b = ys.shape
+        hmax, wmax = int(geo[:, 2].max()) + 1, int(geo[:, 3].max()) + 1
+        flat = [index.unsqueeze(1).expand(k, b).reshape(-1)] + [v.reshape(-1) for v in (ys, ye, xs, xe)]
+        key = (((flat[0] * hmax + flat[1]) * hmax + flat[2]) * wmax + flat[3]) * wmax + flat[4]
+        # Windows share bins (on a coarse map most do): look each distinct bin up once.
+        _, first, inverse = _unique_first(key)
+        distinct = first.shape[0] <= _DEDUP_SHARE * key.shape[0]
+        if distinct:
+            flat = [v.index_select(0, first) for v in flat]
+        m, ys, ye, xs, xe = flat
+        base, lx, h, w = geo.index_select(0, m).unbind(1)
+        log2 = floor_log2(torch.arange(max(hmax, wmax), device=ys.device).clamp_min(1))
+        ky, kx = log2[ye - ys], log2[xe - xs]
+        block = base + (ky * lx + kx) * (h * w)
+        top, bottom = block + ys * w, block + (ye - (1 << ky)) * w
+        right = xe - (1 << kx)
+        corners = torch.stack([top + xs, top + right, bottom + xs, bottom + right]).reshape(-1)
+        maxima = _max_over(_gather_rows(rows, corners).view(4, m.shape[0], -1), 0)
+        return (_gather_rows(maxima, inverse) if distinct else maxima).view(k, b, -1)
+
+
+def _level_bins(edges: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One level's bins (ys, ye, xs, xe), each (K, n * n) in row-major bin order, from its
+    row and column edges (each (K, n))."""
+    (ys, ye), (xs, xe) = edges
+    k, n = ys.shape
+
+    def rows(v: torch.Tensor) -> torch.Tensor:
+        return v.unsqueeze(2).expand(k, n, n).reshape(k, n * n)
+
+    def cols(v: torch.Tensor) -> torch.Tensor:
+        return v.unsqueeze(1).expand(k, n, n).reshape(k, n * n)
+
+    return rows(ys), rows(ye), cols(xs), cols(xe)
+
+
+def _table_shapes(maps: list[torch.Tensor], index: torch.Tensor,
+                  edges: dict[int, tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]],
+                  levels: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    """(block sizes in y, in x, H, W) of each map's sparse table: blocks up to the largest
+    bin of ``levels`` among the windows on that map."""
+    need_y = torch.stack([floor_log2((edges[n][0][1] - edges[n][0][0]).amax(1)) for n in levels]).amax(0)
+    need_x = torch.stack([floor_log2((edges[n][1][1] - edges[n][1][0]).amax(1)) for n in levels]).amax(0)
+    m = len(maps)
+    ky_max = torch.zeros(m, dtype=torch.int64, device=index.device).scatter_reduce(0, index, need_y, "amax")
+    kx_max = torch.zeros(m, dtype=torch.int64, device=index.device).scatter_reduce(0, index, need_x, "amax")
+    return [(int(ky_max[i]) + 1, int(kx_max[i]) + 1, f.shape[1], f.shape[2]) for i, f in enumerate(maps)]
+
+
+def _flat_table(maps: list[torch.Tensor], shapes: list[tuple[int, int, int, int]], dtype: torch.dtype,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every map's sparse table in one (rows, C) buffer of ``dtype``, filled in place, and
+    each map's (first row, block sizes in x, H, W) in it, (M, 4) on ``device``."""
+    c = maps[0].shape[0]
+    starts = np.cumsum([0] + [a * b * h * w for a, b, h, w in shapes])
+    rows = maps[0].new_empty((int(starts[-1]), c), dtype=dtype)
+    for f, shape, s0, s1 in zip(maps, shapes, starts[:-1], starts[1:]):
+        sparse_table(f, shape[0] - 1, shape[1] - 1, out=rows[s0:s1].view(*shape, c))
+    geometry = [(int(s0), b, h, w) for s0, (_, b, h, w) in zip(starts[:-1], shapes)]
+    return rows, torch.tensor(geometry, dtype=torch.int64, device=device)
 
 
 def _unique_first(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

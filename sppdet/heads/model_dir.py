@@ -234,18 +234,36 @@ class DetectorModel:
         top = self.conv_top.to(extractor.device)
         return top.apply_to_maps(maps.to(extractor.device))
 
+    @torch.inference_mode()
     def pool_tensor(self, maps: "FeatureMaps", windows: np.ndarray, extractor: "FeatureExtractor",
                     top_maps: "FeatureMaps | None" = None) -> torch.Tensor:
         """(N, D_pool) float32 pooled features of ``windows`` on the cached-layer ``maps``, on
         the extractor's device: straight from them, or, for a conv fine-tuned model, from its
         conv top's output (``top_maps`` when already computed, see ``top_maps``)."""
-        if self.conv_top is None:
-            return extractor.pool(maps, windows)
         from sppdet.features.extractor import pool_windows
 
+        source, stride, offset = self._pooled_maps(maps, extractor, top_maps)
+        return pool_windows(source, windows, stride, offset, extractor.spp)
+
+    @torch.inference_mode()
+    def pool_distinct(self, maps: "FeatureMaps", windows: np.ndarray, extractor: "FeatureExtractor",
+                      top_maps: "FeatureMaps | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pool_tensor`` with windows on the same cells pooled once: (D, D_pool) features
+        and each window's row (N,) (the detector scores each distinct window once)."""
+        from sppdet.features.extractor import pool_distinct_windows
+
+        source, stride, offset = self._pooled_maps(maps, extractor, top_maps)
+        return pool_distinct_windows(source, windows, stride, offset, extractor.spp)
+
+    def _pooled_maps(self, maps: "FeatureMaps", extractor: "FeatureExtractor",
+                     top_maps: "FeatureMaps | None") -> tuple["FeatureMaps", int, float]:
+        """The maps this model pools on (the backbone's, or its conv top's output), their
+        stride and offset."""
+        if self.conv_top is None:
+            return maps.to(extractor.device), extractor.backbone.stride, extractor.backbone.offset
         if top_maps is None:
             top_maps = self.top_maps(maps, extractor)
-        return pool_windows(top_maps, windows, self.conv_top.stride, self.conv_top.offset, extractor.spp)
+        return top_maps, self.conv_top.stride, self.conv_top.offset
 
     def regress(self, pooled: np.ndarray, boxes: np.ndarray,
                 class_idx: int | np.ndarray | None = None) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from sppdet.boxes import box_iou
 from sppdet.detector import DetectionParams, Detector, detect_dataset, nms_per_class, proposer_for
@@ -170,3 +171,28 @@ def test_detect_cli_json_draw_and_bad_inputs(tmp_path):
                               "--model", str(tmp_path / "nowhere")], capture_output=True, text=True)
     assert missing.returncode == 1 and "model directory not found" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_windows_on_the_same_cells_are_scored_once_with_the_same_detections():
+    """Windows that pool the same cells (duplicates, or boxes a few pixels apart on a
+    stride-16 map) are pooled and scored once: same detections as scoring every window."""
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 255, (200, 260, 3), dtype=np.uint8)
+    xy = rng.uniform(0, 150, (120, 2))
+    windows = np.concatenate([xy, xy + rng.uniform(20, 100, (120, 2))], 1)
+    windows = np.concatenate([windows, windows[:60], windows[:60] + rng.uniform(-2, 2, (60, 4))])
+    model = random_model(96 * 50, 3)
+    params = DetectionParams(-1e9, 0.3, 1000)
+    detector = Detector([model], "cpu", params)
+    maps = detector.conv_maps(image)
+    fmap, extractor = next(iter(maps.values())), next(iter(detector.extractors.values()))
+    pooled, rows = model.pool_distinct(fmap, windows, extractor)
+    assert len(pooled) < len(windows) - 60  # the duplicates were pooled once
+    every = extractor.pool(fmap, windows)
+    torch.testing.assert_close(pooled[rows], every, rtol=0, atol=0)
+    got = detector.detect_windows(windows, maps, (200, 260))
+    scores = model.score(every.numpy())
+    ref = nms_per_class(model.regress(every.numpy(), windows, None), scores, params, (200, 260))
+    np.testing.assert_allclose(got.scores, ref[1], rtol=1e-5)
+    np.testing.assert_allclose(got.boxes, ref[0], rtol=1e-5)
+    assert got.labels.tolist() == ref[2].tolist()

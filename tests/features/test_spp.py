@@ -168,3 +168,39 @@ def test_float_rois_and_bad_levels_refused():
 def test_empty_rois():
     out = SpatialPyramidPooling()(torch.randn(3, 6, 8), torch.zeros((0, 4), dtype=torch.int64))
     assert out.shape == (0, 150)
+
+
+@pytest.mark.parametrize("size, k, looked_up", [((6, 8), 400, [50]), ((120, 160), 12, [36])])
+def test_coarse_maps_look_every_level_up_and_fine_maps_derive_them(size, k, looked_up, monkeypatch):
+    """Coarse maps (table no bigger than the output): the 50 bins of every level in one
+    lookup; fine maps: only level 6 (levels 3, 2, 1 derived). Both equal the loop."""
+    seen = []
+    query = SpatialPyramidPooling._query
+
+    def spy(rows, geo, index, ys, ye, xs, xe):
+        seen.append(ys.shape[1])
+        return query(rows, geo, index, ys, ye, xs, xe)
+
+    monkeypatch.setattr(SpatialPyramidPooling, "_query", staticmethod(spy))
+    rng = np.random.default_rng(k + 1)
+    fmap = torch.randn(4, *size, generator=torch.Generator().manual_seed(k)).half()
+    rois = random_rois(rng, [size], k)
+    got = SpatialPyramidPooling()(fmap, torch.tensor(rois))
+    assert seen == looked_up
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, brute_force([fmap.float()], rois, (1, 2, 3, 6)), rtol=0, atol=0)
+
+
+def test_pool_distinct_pools_each_distinct_window_once():
+    rng = np.random.default_rng(8)
+    sizes = [(9, 12), (20, 25)]
+    maps = [torch.randn(3, h, w) for h, w in sizes]
+    rois = random_rois(rng, sizes, 50)
+    rois = rois + rois[::2] + rois[:5]
+    spp = SpatialPyramidPooling()
+    pooled, inverse = spp.pool_distinct(maps, torch.tensor(rois))
+    assert len(pooled) == len(set(rois)) and inverse.shape == (len(rois),)
+    inv = inverse.tolist()
+    assert all((inv[i] == inv[j]) == (rois[i] == rois[j]) for i in range(len(rois)) for j in range(i))
+    torch.testing.assert_close(pooled[inverse], brute_force(maps, rois, (1, 2, 3, 6)), rtol=0, atol=0)
+    torch.testing.assert_close(pooled[inverse], spp(maps, torch.tensor(rois)), rtol=0, atol=0)
