@@ -15,7 +15,9 @@ In one process, after warm-up, on real VOC 2007 images (the first ``--images`` o
   the first N images serially (``--serial``, all threads), with the proposals in a second
   thread (``--overlap``) and in one or two worker processes (``--workers 1``, ``--workers
   2``), torch on the cores left (at least one); detections of the last three checked
-  identical (same torch threads on two cores).
+  identical (same torch threads on two cores); and, as the bound of those speed-ups, the
+  proposals alone in two worker processes over the same images (no conv pass): what two
+  cores can do when both run proposals.
 
 Prints JSON and writes ``--out`` (default benchmarks/results/detect_speed.json). Skips with a
 message when the VOC data is absent.
@@ -124,12 +126,31 @@ def time_overlap(voc: Path, split: str, n: int, device: str, threads: int, prese
         out[f"{mode}_torch_threads"] = torch.get_num_threads()
     for mode, _, _ in modes[1:]:
         out[f"{mode}_speedup"] = round(out[f"{mode}_images_per_s"] / out["serial_images_per_s"], 3)
+    seconds = time_proposals_only(voc, split, n, device, preset, model_dir, workers=2)
+    out["proposals_only_workers2_s"] = round(seconds, 2)
+    out["proposals_only_workers2_bound"] = round(out["serial_s"] / seconds, 3)
     for mode in ("workers1", "workers2"):  # same torch threads as "thread" on two cores
         out[f"thread_identical_to_{mode}"] = all(
             np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
             and np.array_equal(a.labels, b.labels) for a, b in zip(dets["thread"], dets[mode]))
     torch.set_num_threads(threads)
     return out
+
+
+def time_proposals_only(voc: Path, split: str, n: int, device: str, preset: str, model_dir: Path | None,
+                        workers: int) -> float:
+    """Seconds for the proposals of the first ``n`` images in ``workers`` processes, as
+    ``detect_dataset`` computes them, with nothing else running (images read here)."""
+    from sppdet.proposal_prefetch import prefetch
+
+    models = load_models([model_dir or shipped_model_dir()])
+    detector = Detector(models, device, DetectionParams.from_model(models[0]), apply_preset(models, preset))
+    ds = VOCDataset(voc, split=split, limit=n)
+    start = time.perf_counter()
+    items = ((i, ds.load_image(i), True) for i in ds.ids)
+    for _, _, get_boxes in prefetch(detector.proposal_method(), items, workers):
+        get_boxes()
+    return time.perf_counter() - start
 
 
 def main() -> None:
