@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Iterator
 import click
 import numpy as np
 
-from sppdet.cli.options import device_option, share_cores, speed_options
+from sppdet.cli.options import device_option, proposal_workers, share_cores, speed_options
 from sppdet.data.voc import IMAGE_SUFFIXES, read_image
 from sppdet.defaults import MAX_PER_IMAGE, NMS_IOU
 from sppdet.errors import DataError, SppdetError
@@ -95,7 +95,7 @@ def check_writable(path: Path, option: str, folder: bool) -> None:
 def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], weights_files: tuple[Path, ...],
            json_path: Path | None,
            draw_dir: Path | None, score_thresh: float | None, nms_iou: float | None,
-           max_per_image: int | None, proposal_method: str | None, preset: str, workers: int,
+           max_per_image: int | None, proposal_method: str | None, preset: str, workers: int | None,
            overlap: bool, device: str | None) -> None:
     """Detect objects in IMAGE files or folders of images.
 
@@ -129,6 +129,7 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], weights_files
                 click.secho(f"Skipped: {e}", fg="yellow", err=True)
                 failed.append({"image": str(path), "error": str(e)})
 
+    workers = proposal_workers(workers, len(images), overlap)
     parallel = workers and len(images) > 1
     if parallel:
         share_cores(workers)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from sppdet.cli.options import dataset_options, device_option, share_cores, speed_options
+from sppdet.cli.options import dataset_options, device_option, proposal_workers, share_cores, speed_options
 from sppdet.data import COCODataset, VOCDataset
 from sppdet.defaults import BBOX_REG, COCO_METRICS
-from sppdet.distributed import rank_device, sharded_run
+from sppdet.distributed import rank_device, ranks_from_env, sharded_run
 
 
 def use_model_classes(dataset: VOCDataset | COCODataset, model_dir: Path, classes_given: bool) -> None:
@@ -79,7 +79,7 @@ def use_model_classes(dataset: VOCDataset | COCODataset, model_dir: Path, classe
 def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, model_dir: Path | None,
              proposals_dir: Path | None, features_dir: Path | None, weights_file: Path | None,
              bbox_reg: bool, max_proposals: int | None,
-             device: str | None, preset: str, workers: int, overlap: bool, out_dir: Path | None,
+             device: str | None, preset: str, workers: int | None, overlap: bool, out_dir: Path | None,
              json_path: Path | None, coco_metrics: bool,
              save_display_thresholds: bool, thresholds_dir: Path | None) -> None:
     """Evaluate detections of a split the VOC 2007 devkit way (11-point AP, IoU >= 0.5,
@@ -110,6 +110,8 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
                               or preset != "model" or workers or weights_file or max_proposals):
         raise click.UsageError("--proposals, --features, --weights, --device, --preset, --workers, "
                                "--max-proposals and --save-display-thresholds only apply with --model")
+    computes_proposals = model_dir is not None and proposals_dir is None and not ranks_from_env().sharded
+    workers = proposal_workers(workers, len(dataset.ids) if computes_proposals else 0, overlap)
     if workers:
         share_cores(workers)
     elif overlap and model_dir is not None and proposals_dir is None:

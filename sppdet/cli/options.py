@@ -96,19 +96,34 @@ def speed_options(func: Callable[..., Any]) -> Callable[..., Any]:
     --overlap/--serial (proposals in a thread beside the conv pass)."""
     from sppdet.presets import DEFAULT_PRESET, PRESETS
 
-    from sppdet.defaults import OVERLAP_PROPOSALS, PROPOSAL_WORKERS
+    from sppdet.defaults import OVERLAP_PROPOSALS
 
     func = click.option("--overlap/--serial", "overlap", default=OVERLAP_PROPOSALS, show_default=True,
                         help="--overlap: compute each image's proposals in a second thread beside "
                              "its conv pass (torch gets one core fewer; same detections as a serial "
-                             "run on as many torch threads). --serial: one after the other.")(func)
+                             "run on as many torch threads), or in worker processes (--workers). "
+                             "--serial: one after the other (workers only if --workers N).")(func)
 
-    func = click.option("--workers", type=click.IntRange(min=0), default=PROPOSAL_WORKERS, show_default=True,
+    func = click.option("--workers", type=click.IntRange(min=0), default=None, show_default="auto",
                         help="Compute proposals in N worker processes ahead of the conv passes "
-                             "(same results; on 2 cores, 1 worker keeps both busy).")(func)
+                             "(same results); 0: in this process (see --overlap). Default: when "
+                             "proposals are computed for several images on 2 or more cores, "
+                             "cores - cores // 4 workers (2 on 2 cores), torch on the other "
+                             "cores (at least one); else 0.")(func)
     choices = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
     return click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
                         help=f"Test-time speed/accuracy settings ({choices}). See README, Speed.")(func)
+
+
+def proposal_workers(workers: int | None, images: int, overlap: bool) -> int:
+    """``--workers``: the number given, or by default (None) ``auto_proposal_workers`` for
+    ``images`` images that need proposals (none with ``--serial``)."""
+    from sppdet.defaults import auto_proposal_workers
+    from sppdet.perf import usable_cores
+
+    if workers is not None:
+        return workers
+    return auto_proposal_workers(usable_cores(), images) if overlap else 0
 
 
 def share_cores(workers: int) -> None:

@@ -224,7 +224,7 @@ def test_detect_cli_overlap_identical_to_serial(tmp_path):
         out = tmp_path / f"{mode[2:]}.json"
         # One torch thread in both runs, so that only the overlap differs.
         cmd = [sys.executable, "-m", "sppdet", "detect", *map(str, paths), "--model", str(tmp_path / "m"),
-               "--json", str(out), "--score-thresh", "-1e9", mode]
+               "--json", str(out), "--score-thresh", "-1e9", mode, "--workers", "0"]
         result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert result.returncode == 0, result.stderr
         outputs.append(json.loads(out.read_text())["images"])
@@ -253,3 +253,88 @@ def test_conv_top_runs_with_the_conv_pass():
     backbone_only = {k: v for k, v in maps.items() if k != ("top", 0)}
     after = detector.detect_windows(boxes, backbone_only, image.shape[:2], "x")
     _same([overlapped], [after])
+
+
+def test_auto_proposal_workers():
+    from sppdet.defaults import auto_proposal_workers
+
+    assert auto_proposal_workers(cores=1, images=50) == 0  # nothing to run beside
+    assert auto_proposal_workers(cores=2, images=1) == 0  # one image: the proposal thread
+    assert [auto_proposal_workers(c, 50) for c in (2, 3, 4, 8, 16)] == [2, 3, 3, 6, 12]
+
+
+def test_workers_option_default_and_serial(monkeypatch):
+    import sppdet.perf
+    from sppdet.cli.options import proposal_workers
+
+    monkeypatch.setattr(sppdet.perf, "usable_cores", lambda: 2)
+    assert proposal_workers(None, 10, overlap=True) == 2
+    assert proposal_workers(None, 10, overlap=False) == 0  # --serial: no workers unless asked
+    assert proposal_workers(None, 1, overlap=True) == 0
+    assert proposal_workers(1, 10, overlap=True) == 1 and proposal_workers(0, 10, overlap=True) == 0
+    assert proposal_workers(3, 10, overlap=False) == 3
+
+
+def test_detect_cli_computes_proposals_in_workers_by_default(tmp_path, monkeypatch):
+    """On two cores, detect on several images runs the proposals in two worker processes
+    unless told otherwise, with the detections of --workers 0."""
+    import torch
+    from click.testing import CliRunner
+
+    import sppdet.perf
+    import sppdet.proposal_prefetch as prefetch_module
+    from sppdet.cli import cli
+
+    save_model(tmp_path / "m", random_model(96 * 50, 0))
+    paths = _write_random_images(tmp_path, 3, seed=2, height=90, width=120)
+    real_prefetch, used = prefetch_module.prefetch, []
+
+    def spy(method, items, workers, ahead=None):
+        used.append(workers)
+        return real_prefetch(method, items, workers, ahead)
+
+    monkeypatch.setattr(prefetch_module, "prefetch", spy)
+    monkeypatch.setattr(sppdet.perf, "usable_cores", lambda: 2)
+    threads = torch.get_num_threads()
+    outputs = []
+    try:
+        for extra in ([], ["--workers", "0"]):
+            torch.set_num_threads(1)  # same torch threads in both runs
+            out = tmp_path / f"d{len(extra)}.json"
+            r = CliRunner().invoke(cli, ["detect", *map(str, paths), "--model", str(tmp_path / "m"),
+                                         "--json", str(out), "--score-thresh", "-1e9", *extra])
+            assert r.exit_code == 0, r.output
+            outputs.append(json.loads(out.read_text())["images"])
+    finally:
+        torch.set_num_threads(threads)
+    assert used == [2]  # the default run only
+    assert len(outputs[0]) == 3 and outputs[0] == outputs[1]
+
+
+def test_eval_cli_computes_proposals_in_workers_by_default(make_voc, tmp_path, monkeypatch):
+    import torch
+    from click.testing import CliRunner
+
+    import sppdet.perf
+    import sppdet.proposal_prefetch as prefetch_module
+    from sppdet.cli import cli
+
+    ds = _random_model_and_voc(make_voc, tmp_path, 3)
+    real_prefetch, used = prefetch_module.prefetch, []
+
+    def spy(method, items, workers, ahead=None):
+        used.append(workers)
+        return real_prefetch(method, items, workers, ahead)
+
+    monkeypatch.setattr(prefetch_module, "prefetch", spy)
+    monkeypatch.setattr(sppdet.perf, "usable_cores", lambda: 2)
+    threads = torch.get_num_threads()
+    try:
+        for extra in ([], ["--serial"]):
+            r = CliRunner().invoke(cli, ["eval", "--voc", str(ds.root), "--split", "train",
+                                         "--model", str(tmp_path / "m"), *extra])
+            assert r.exit_code == 0, r.output
+            assert "mAP" in r.output
+    finally:
+        torch.set_num_threads(threads)
+    assert used == [2]  # the default run; --serial computes them in this process
