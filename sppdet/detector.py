@@ -22,7 +22,7 @@ from torchvision.ops import batched_nms
 
 from sppdet.defaults import BBOX_REG, MAX_PER_IMAGE, NMS_IOU, PROPOSAL_WORKERS, SCORE_THRESHOLD
 from sppdet.detections import Detections
-from sppdet.device import resolve_device
+from sppdet.device import resolve_device, scoring_dtype
 from sppdet.errors import (ArgumentError, ConfigMismatchError, ModelFormatError, SppdetError,
                            WeightsError)
 from sppdet.features.backbones import get_backbone, recorded_file_weights, resolve_recorded_weights
@@ -32,6 +32,7 @@ from sppdet.features.spp import DEFAULT_LEVELS
 from sppdet.heads.model_dir import DetectorModel, load_model
 from sppdet.heads.scoring import apply_deltas
 from sppdet.perf import usable_cores
+from sppdet.presets import get_preset
 from sppdet.timing import StageTimer, stage
 
 if TYPE_CHECKING:
@@ -141,13 +142,15 @@ class Detector:
                  params: DetectionParams | None = None, proposer: Proposer | None = None,
                  bbox_reg: bool = BBOX_REG, timer: StageTimer | None = None,
                  weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-                 overlap: bool | None = None):
+                 overlap: bool | None = None, precision: str = "float32"):
         """``timer``: a :class:`~sppdet.timing.StageTimer` that receives the seconds of each
         stage of every image (None: nothing is timed). ``overlap``: compute an image's
         proposals in a second thread beside its conv pass (same detections; None: when torch
         leaves a core free for it, see ``overlaps``). ``weights``: the backbone weights
         file(s) of models whose features came from ``sppdet extract --weights FILE`` (each
-        model takes the file whose sha256 it records); a file no model uses is refused."""
+        model takes the file whose sha256 it records); a file no model uses is refused.
+        ``precision``: of the fc layers, classifiers and box deltas, "float32" or "bfloat16"
+        (used only where native: ``sppdet.device.scoring_dtype``)."""
         if not models:
             raise ArgumentError("at least one model is needed")
         classes = models[0].classes
@@ -178,7 +181,8 @@ class Detector:
                 raise WeightsError(f"{f}: --weights given, but no model was trained with this file "
                                    f"(backbone weights of {models})")
         self._proposer = proposer
-        self.scorers = [m.scorer(self.device) for m in self.models]
+        self.scoring_dtype = scoring_dtype(precision, self.device)
+        self.scorers = [m.scorer(self.device, self.scoring_dtype) for m in self.models]
         self.timer = timer
         self.overlap = overlap
 
@@ -204,7 +208,8 @@ class Detector:
              device: str | torch.device | None = None, *, score_threshold: float | None = None,
              nms_iou: float | None = None, max_per_image: int | None = None,
              proposals: str | None = None, preset: str | None = None,
-             weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None) -> "Detector":
+             weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+             precision: str | None = None) -> "Detector":
         """A detector from model directories, with the display thresholds of `sppdet detect`.
 
         Args:
@@ -219,7 +224,9 @@ class Detector:
                 ``defaults.MAX_PER_IMAGE``).
             proposals: proposal method (ss-fast, ss-quality, edgeboxes; default: the model's).
             preset: test-time settings (``sppdet.presets``): "model" (default, the model's
-                own) or "fast" (EdgeBoxes, 1,000 boxes, one scale).
+                own) or "fast" (EdgeBoxes, 1,000 boxes, one scale, bfloat16 fc layers).
+            precision: "float32" or "bfloat16" for the layers after the conv (default: the
+                preset's); bfloat16 only where native (AMX / AVX-512 BF16 CPUs, CUDA).
             weights: for a model whose features came from ``sppdet extract --weights FILE``:
                 that file (or a list, one per such model when combining). Checked against
                 the sha256 the model records; other models need none.
@@ -242,7 +249,8 @@ class Detector:
         models = load_models(dirs)
         params = display_params(models[0], score_threshold, nms_iou, max_per_image)
         proposer = apply_preset(models, preset, proposals)
-        return cls(models, device, params, proposer, weights=weights)
+        return cls(models, device, params, proposer, weights=weights,
+                   precision=precision or get_preset(preset).precision)
 
     def __call__(self, image: Any, color: str = "rgb") -> "DetectionResult":
         """Detect objects in one image.
@@ -446,7 +454,7 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
                    preset: str | None = None, workers: int = PROPOSAL_WORKERS,
                    weights: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                    max_proposals: int | None = None, overlap: bool | None = None,
-                   **param_overrides: Any) -> Iterator[Detections]:
+                   precision: str | None = None, **param_overrides: Any) -> Iterator[Detections]:
     """Detections for every image of ``dataset``, reusing proposal and feature caches if given.
 
     ``weights``: the backbone weights file of a model trained on ``extract --weights FILE``
@@ -459,6 +467,8 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
 
     ``max_proposals``: score only the first that many proposals of each image (in the
     method's ranking, as cached), to measure what fewer windows cost.
+
+    ``precision``: of the layers after the conv (default: the preset's; see ``Detector``).
     """
     from tqdm import tqdm
 
@@ -473,7 +483,7 @@ def detect_dataset(model_dir: str | os.PathLike | Sequence[str | os.PathLike], d
     proposer = apply_preset(models, preset)
     params = DetectionParams.from_model(models[0], **param_overrides)
     detector = Detector(models, device, params, proposer=proposer, bbox_reg=bbox_reg, weights=weights,
-                        overlap=overlap)
+                        overlap=overlap, precision=precision or get_preset(preset).precision)
     proposal_cache = feature_cache = None
     if proposals_dir is not None:
         from sppdet.features.proposal_files import ProposalFiles

@@ -1,7 +1,7 @@
 """Named test-time settings that trade accuracy for speed (``--preset`` of detect and eval).
 
 A preset changes how a trained model is run, never the model: which proposal method and how
-many boxes, and which of the model's scales get a conv pass. ``model`` keeps the model's
+many boxes, which of the model's scales get a conv pass, and the precision of the fc layers. ``model`` keeps the model's
 own settings. Speeds and development-split mAP of each preset: README "Speed" and
 docs/benchmarks.md.
 """
@@ -17,14 +17,16 @@ from sppdet.errors import ArgumentError
 
 @dataclass(frozen=True)
 class Preset:
-    """Test-time overrides: proposal ``method`` with at most ``max_boxes`` boxes, and the conv
-    ``scales`` (each must be one of the model's training scales)."""
+    """Test-time overrides: proposal ``method`` with at most ``max_boxes`` boxes, the conv
+    ``scales`` (each must be one of the model's training scales), and the ``precision`` of the
+    layers after the conv (``sppdet.device.PRECISIONS``; bfloat16 only where native)."""
 
     name: str
     description: str
     method: str | None = None
     max_boxes: int | None = None
     scales: tuple[int, ...] | None = None
+    precision: str = "float32"
 
 
 # The preset of `--preset` when none is named, and of ``preset=None``: the model as trained.
@@ -32,8 +34,9 @@ DEFAULT_PRESET = "model"
 
 PRESETS: dict[str, Preset] = {
     "model": Preset("model", "the model's own settings (its proposal method, all its scales)"),
-    "fast": Preset("fast", "EdgeBoxes, 1,000 boxes, one conv pass at scale 688",
-                   method="edgeboxes", max_boxes=1000, scales=SINGLE_SCALE),
+    "fast": Preset("fast", "EdgeBoxes, 1,000 boxes, one conv pass at scale 688, fc layers in "
+                           "bfloat16 where native",
+                   method="edgeboxes", max_boxes=1000, scales=SINGLE_SCALE, precision="bfloat16"),
 }
 
 

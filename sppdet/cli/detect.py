@@ -96,7 +96,7 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], weights_files
            json_path: Path | None,
            draw_dir: Path | None, score_thresh: float | None, nms_iou: float | None,
            max_per_image: int | None, proposal_method: str | None, preset: str, workers: int | None,
-           overlap: bool, device: str | None) -> None:
+           overlap: bool, precision: str | None, device: str | None) -> None:
     """Detect objects in IMAGE files or folders of images.
 
     Boxes are (x1, y1, x2, y2) in the image's own pixels (continuous coordinates: a box
@@ -117,7 +117,7 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], weights_files
     detector = Detector.load(list(model_dirs) or None, device, score_threshold=score_thresh,
                              nms_iou=nms_iou, max_per_image=max_per_image,
                              proposals=proposal_method, preset=preset,
-                             weights=list(weights_files))
+                             weights=list(weights_files), precision=precision)
     classes = detector.classes
     results, failed = [], []
 

@@ -79,7 +79,8 @@ def use_model_classes(dataset: VOCDataset | COCODataset, model_dir: Path, classe
 def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, model_dir: Path | None,
              proposals_dir: Path | None, features_dir: Path | None, weights_file: Path | None,
              bbox_reg: bool, max_proposals: int | None,
-             device: str | None, preset: str, workers: int | None, overlap: bool, out_dir: Path | None,
+             device: str | None, preset: str, workers: int | None, overlap: bool,
+             precision: str | None, out_dir: Path | None,
              json_path: Path | None, coco_metrics: bool,
              save_display_thresholds: bool, thresholds_dir: Path | None) -> None:
     """Evaluate detections of a split the VOC 2007 devkit way (11-point AP, IoU >= 0.5,
@@ -107,8 +108,9 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
     if thresholds_dir is not None and not save_display_thresholds:
         raise click.UsageError("--thresholds-into needs --save-display-thresholds")
     if model_dir is None and (proposals_dir or features_dir or device or save_display_thresholds
-                              or preset != "model" or workers or weights_file or max_proposals):
-        raise click.UsageError("--proposals, --features, --weights, --device, --preset, --workers, "
+                              or preset != "model" or workers or weights_file or max_proposals
+                              or precision):
+        raise click.UsageError("--proposals, --features, --weights, --device, --preset, --workers, --precision, "
                                "--max-proposals and --save-display-thresholds only apply with --model")
     computes_proposals = model_dir is not None and proposals_dir is None and not ranks_from_env().sharded
     workers = proposal_workers(workers, len(dataset.ids) if computes_proposals else 0, overlap)
@@ -126,7 +128,8 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
                           bbox_reg=bbox_reg, out_dir=out_dir, coco_metrics=coco_metrics,
                           preset=None if preset == "model" else preset, workers=workers,
                           ranks=ranks if ranks.sharded else None, weights=weights_file,
-                          max_proposals=max_proposals, overlap=None if overlap else False)
+                          max_proposals=max_proposals, overlap=None if overlap else False,
+                          precision=precision)
     if report is None:
         return  # not rank 0: rank 0 evaluated everything once
     if report.ignored_detections:

@@ -213,6 +213,7 @@ def evaluate(
     weights: str | os.PathLike | None = None,
     max_proposals: int | None = None,
     overlap: bool | None = None,
+    precision: str | None = None,
 ) -> EvalReport | None:
     """Evaluate a model (or existing devkit result files) on a data set, the VOC 2007 devkit
     way (11-point AP, IoU >= 0.5, difficult objects ignored), with the area AP, COCO
@@ -241,6 +242,8 @@ def evaluate(
             (in the proposal method's ranking).
         overlap: with ``model_dir``, proposals in a second thread beside the conv passes
             (None: when torch leaves a core free; see ``Detector.overlaps``).
+        precision: with ``model_dir``, "float32" or "bfloat16" for the layers after the conv
+            (default: the preset's; bfloat16 only where native, see ``sppdet.Detector``).
 
     Returns:
         :class:`EvalReport`: ``.voc.mAP`` (VOC07 11-point mAP, a fraction), ``.table`` (printable),
@@ -257,11 +260,12 @@ def evaluate(
         detect_kwargs = {"proposals_dir": proposals_dir, "features_dir": features_dir, "device": device,
                          "bbox_reg": bbox_reg, "progress": progress, "preset": preset,
                          "workers": workers, "weights": weights, "max_proposals": max_proposals,
-                         "overlap": overlap}
-    elif proposals_dir or features_dir or device or preset or workers or weights or max_proposals:
-        raise ArgumentError("proposals_dir, features_dir, device, preset, workers, weights and "
-                            "max_proposals (--proposals, --features, --device, --preset, --workers, "
-                            "--weights, --max-proposals) "
+                         "overlap": overlap, "precision": precision}
+    elif (proposals_dir or features_dir or device or preset or workers or weights or max_proposals
+          or precision):
+        raise ArgumentError("proposals_dir, features_dir, device, preset, workers, weights, "
+                            "max_proposals and precision (--proposals, --features, --device, --preset, "
+                            "--workers, --weights, --max-proposals, --precision) "
                             "only apply with a model (--model)")
     dets = load_or_run_detections(dataset, split_name, detections_dir=detections_dir,
                                   model_dir=model_dir, out_dir=out_dir, ranks=ranks, **detect_kwargs)

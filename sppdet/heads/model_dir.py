@@ -196,9 +196,9 @@ class DetectorModel:
             x = self.fc.fc7_numpy(x) * np.float32(self.config["fc7_scale"])
         return x
 
-    def scorer(self, device: str | torch.device = "cpu") -> WindowScorer:
-        """The heads as batched float32 torch computations on ``device`` (``heads.scoring``)."""
-        return WindowScorer(self, device)
+    def scorer(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> WindowScorer:
+        """The heads as batched torch computations on ``device`` in ``dtype`` (``heads.scoring``)."""
+        return WindowScorer(self, device, dtype)
 
     def score(self, pooled: np.ndarray) -> np.ndarray:
         """(N, C) scores of windows from their pooled features (N, D_pool): SVM scores, or

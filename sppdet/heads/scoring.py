@@ -1,4 +1,5 @@
-"""A model's test-time heads as batched float32 matrix products in torch, on one device.
+"""A model's test-time heads as batched matrix products in torch, on one device, in float32
+(or bfloat16 where asked and native: ``--precision``, the fast preset).
 
 Pooled features (N, D_pool) come in; scores (N, C) and box deltas come out, without a loop
 over windows and without leaving the device:
@@ -37,11 +38,17 @@ def _tensor(a: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 class WindowScorer:
-    """The heads of one ``DetectorModel`` as float32 tensors on ``device`` (built once)."""
+    """The heads of one ``DetectorModel`` as tensors on ``device`` (built once).
 
-    def __init__(self, model: "DetectorModel", device: str | torch.device = "cpu") -> None:
+    ``dtype`` bfloat16 runs the fc layers, classifier, SVMs and box deltas in bfloat16
+    (about 4x faster on CPUs with AMX; scores and deltas come out as float32, the softmax
+    in float32); ridge box regression stays float32."""
+
+    def __init__(self, model: "DetectorModel", device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
         dev = torch.device(device)
         self.device = dev
+        self.dtype = dtype
         self.head = model.head
         spec = model.head_spec
         self.num_classes = len(model.classes)
@@ -71,15 +78,28 @@ class WindowScorer:
                 stds = torch.tensor(BBOX_STDS, device=dev).repeat(self.num_classes)
                 self.bbox_fc = ((_tensor(fc.bbox_pred.weight, dev) * stds[:, None]).t().contiguous(),
                                 _tensor(fc.bbox_pred.bias, dev) * stds)
+            self._cast_matrices()
             return
         assert model.svm_W is not None and model.svm_b is not None
         svm_scale = s if spec.svm_input == "pool" else float(model.config["fc7_scale"])
         self.svm = (_tensor(model.svm_W, dev).mul(svm_scale).t().contiguous(), _tensor(model.svm_b, dev))
+        self._cast_matrices()
         if model.bbox is not None:
             C, D, _ = model.bbox.W.shape
             flat = _tensor(model.bbox.W, dev).permute(1, 0, 2).reshape(D, C * 4).mul(s).contiguous()
             self.ridge = (flat, _tensor(model.bbox.b, dev).reshape(-1), _tensor(model.bbox.std, dev).reshape(-1),
                           _tensor(model.bbox.mean, dev).reshape(-1))
+
+    def _cast_matrices(self) -> None:
+        """The fc layers, classifier, box deltas and SVMs in ``dtype`` (after folding the
+        scales in float32)."""
+        def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(self.dtype)
+
+        self.layers = [(cast(w), cast(b), relu) for w, b, relu in self.layers]  # type: ignore[misc]
+        self.cls = None if self.cls is None else (cast(self.cls[0]), cast(self.cls[1]))  # type: ignore[assignment]
+        self.bbox_fc = None if self.bbox_fc is None else (cast(self.bbox_fc[0]), cast(self.bbox_fc[1]))  # type: ignore[assignment]
+        self.svm = None if self.svm is None else (cast(self.svm[0]), cast(self.svm[1]))  # type: ignore[assignment]
 
     @property
     def has_bbox_reg(self) -> bool:
@@ -88,17 +108,17 @@ class WindowScorer:
     @torch.inference_mode()
     def scores(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(scores (N, C), fc7 activations (N, H) or None) of raw pooled features (N, D)."""
-        x = _tensor(pooled, self.device)
+        x = _tensor(pooled, self.device).to(self.dtype)
         for weight_t, bias, relu in self.layers:
             x = torch.addmm(bias, x, weight_t) if bias is not None else x @ weight_t
             if relu:
                 x = x.relu_()
         hidden = x if self.layers else None
         if self.cls is not None:
-            logits = torch.addmm(self.cls[1], x, self.cls[0])
+            logits = torch.addmm(self.cls[1], x, self.cls[0]).float()
             return torch.softmax(logits, dim=1)[:, 1:], hidden
         assert self.svm is not None
-        return torch.addmm(self.svm[1], x, self.svm[0]), hidden
+        return torch.addmm(self.svm[1], x, self.svm[0]).float(), hidden
 
     @torch.inference_mode()
     def deltas(self, pooled: torch.Tensor, hidden: torch.Tensor | None,
@@ -113,7 +133,7 @@ class WindowScorer:
         elif self.bbox_fc is not None:
             assert hidden is not None
             h = hidden if rows is None else hidden.index_select(0, rows)
-            d = torch.addmm(self.bbox_fc[1], h, self.bbox_fc[0])
+            d = torch.addmm(self.bbox_fc[1], h, self.bbox_fc[0]).float()
         else:
             return None
         return d.view(-1, self.num_classes, 4)

@@ -338,3 +338,36 @@ def test_eval_cli_computes_proposals_in_workers_by_default(make_voc, tmp_path, m
     finally:
         torch.set_num_threads(threads)
     assert used == [2]  # the default run; --serial computes them in this process
+
+
+@pytest.mark.parametrize("args, dtype", [([], "float32"), (["--precision", "bfloat16"], "bfloat16"),
+                                         (["--preset", "fast"], "bfloat16"),
+                                         (["--preset", "fast", "--precision", "float32"], "float32")])
+def test_precision_reaches_the_scorers(tmp_path, monkeypatch, args, dtype):
+    """--precision (default: the preset's) sets the dtype of the layers after the conv."""
+    import torch
+    from click.testing import CliRunner
+
+    import sppdet.device
+    from sppdet.cli import cli
+    from sppdet.heads.model_dir import DetectorModel
+
+    model = random_model(96 * 50, 0)
+    model.config["scales"] = [688]
+    save_model(tmp_path / "m", model)
+    paths = _write_random_images(tmp_path, 1, seed=3, height=90, width=120)
+    seen, real_scorer = [], DetectorModel.scorer
+
+    def spy(self, device="cpu", dtype=torch.float32):
+        seen.append(dtype)
+        return real_scorer(self, device, dtype)
+
+    monkeypatch.setattr(DetectorModel, "scorer", spy)
+    monkeypatch.setattr(sppdet.device, "bf16_matmul_is_fast", lambda device: True)
+    threads = torch.get_num_threads()
+    try:
+        r = CliRunner().invoke(cli, ["detect", str(paths[0]), "--model", str(tmp_path / "m"), *args])
+    finally:
+        torch.set_num_threads(threads)
+    assert r.exit_code == 0, r.output
+    assert seen == [getattr(torch, dtype)]

@@ -199,6 +199,8 @@ def test_library_evaluate_is_what_eval_runs(voc, tmp_path):
     assert part.images == 2 and part.ignored_detections == 4  # 2 later images x (TP + FP)
     with pytest.raises(ArgumentError, match="only apply with a model"):
         sppdet.evaluate(ds, detections_dir=tmp_path / "dets", device="cpu")
+    with pytest.raises(ArgumentError, match="only apply with a model"):
+        sppdet.evaluate(ds, detections_dir=tmp_path / "dets", precision="bfloat16")
 
 
 def test_eval_needs_the_images_and_takes_the_models_classes(voc, tmp_path, monkeypatch):
