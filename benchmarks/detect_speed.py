@@ -44,6 +44,7 @@ from sppdet.data import VOCDataset
 from sppdet.detector import DetectionParams, Detector, apply_preset, detect_dataset, load_models
 from sppdet.models import shipped_model_dir
 from sppdet.perf import tune_allocator
+from sppdet.presets import get_preset
 from sppdet.timing import STAGES, StageTimer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +64,8 @@ def time_sppdet(images: list[tuple[str, np.ndarray]], preset: str, device: str, 
     models = load_models([model_dir or shipped_model_dir()])
     proposer = apply_preset(models, preset)
     # Evaluation's threshold: the most windows to regress and suppress.
-    detector = Detector(models, device, DetectionParams.from_model(models[0]), proposer, overlap=overlap)
+    detector = Detector(models, device, DetectionParams.from_model(models[0]), proposer, overlap=overlap,
+                        precision=get_preset(preset).precision)
     timer = StageTimer()
     detector.timer = timer
     for image_id, image in images[:warmup]:
@@ -81,6 +83,7 @@ def time_sppdet(images: list[tuple[str, np.ndarray]], preset: str, device: str, 
         row["detections"] = float(len(dets.scores))
         rows.append(row)
     return {"preset": preset, "mode": "overlap" if overlap else "serial", "torch_threads": torch.get_num_threads(),
+            "scoring_dtype": str(detector.scoring_dtype).replace("torch.", ""),
             "scales": models[0].config["scales"], "model": str(models[0].path), **summarise(rows)}
 
 

@@ -11,6 +11,7 @@ import sppdet.device
 from sppdet.device import PRECISIONS, scoring_dtype
 from sppdet.errors import SppdetError
 from sppdet.heads.model_dir import load_model, pooled_dim
+from sppdet.heads.scoring import BF16_BLOCK_ROWS
 from sppdet.models import DEFAULT_MODEL, SVM_MODEL, shipped_model_dir
 from sppdet.presets import get_preset
 
@@ -47,3 +48,20 @@ def test_bfloat16_scores_and_deltas_close_to_float32(name):
     d32, d16 = exact.deltas(pooled, h32, rows), lower.deltas(pooled, h16, rows)
     assert d16.dtype == torch.float32
     assert float((d16 - d32).abs().max()) <= 0.03 * float(d32.abs().max())
+
+
+@pytest.mark.parametrize("rows", [5, BF16_BLOCK_ROWS, 3 * BF16_BLOCK_ROWS + 17])
+def test_bfloat16_blocks_of_rows_equal_one_product(rows):
+    """On the CPU, bfloat16 products run on fixed blocks of rows (one compiled kernel per
+    layer); the padded last block adds nothing, every row equals the one-product result."""
+    model = load_model(shipped_model_dir(DEFAULT_MODEL))
+    scorer = model.scorer("cpu", torch.bfloat16)
+    g = torch.Generator().manual_seed(rows)
+    x = torch.rand(rows, 300, generator=g).to(torch.bfloat16)
+    w = (torch.randn(300, 40, generator=g) * 0.1).to(torch.bfloat16)
+    b = torch.randn(40, generator=g).to(torch.bfloat16)
+    for bias in (b, None):
+        got = scorer._linear(x, w, bias)
+        want = (x.float() @ w.float() + (0 if bias is None else bias.float()))
+        assert got.shape == (rows, 40) and got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
