@@ -275,18 +275,13 @@ def test_workers_option_default_and_serial(monkeypatch):
     assert proposal_workers(3, 10, overlap=False) == 3
 
 
-def test_detect_cli_computes_proposals_in_workers_by_default(tmp_path, monkeypatch):
-    """On two cores, detect on several images runs the proposals in two worker processes
-    unless told otherwise, with the detections of --workers 0."""
-    import torch
-    from click.testing import CliRunner
-
+@pytest.fixture
+def prefetch_workers(monkeypatch):
+    """On a (pretended) 2-core machine: the list of ``workers`` of every proposal prefetch
+    started (the real prefetch runs)."""
     import sppdet.perf
     import sppdet.proposal_prefetch as prefetch_module
-    from sppdet.cli import cli
 
-    save_model(tmp_path / "m", random_model(96 * 50, 0))
-    paths = _write_random_images(tmp_path, 3, seed=2, height=90, width=120)
     real_prefetch, used = prefetch_module.prefetch, []
 
     def spy(method, items, workers, ahead=None):
@@ -295,6 +290,20 @@ def test_detect_cli_computes_proposals_in_workers_by_default(tmp_path, monkeypat
 
     monkeypatch.setattr(prefetch_module, "prefetch", spy)
     monkeypatch.setattr(sppdet.perf, "usable_cores", lambda: 2)
+    return used
+
+
+def test_detect_cli_computes_proposals_in_workers_by_default(tmp_path, prefetch_workers):
+    """On two cores, detect on several images runs the proposals in two worker processes
+    unless told otherwise, with the detections of --workers 0."""
+    import torch
+    from click.testing import CliRunner
+
+    from sppdet.cli import cli
+
+    save_model(tmp_path / "m", random_model(96 * 50, 0))
+    paths = _write_random_images(tmp_path, 3, seed=2, height=90, width=120)
+    used = prefetch_workers
     threads = torch.get_num_threads()
     outputs = []
     try:
@@ -311,23 +320,14 @@ def test_detect_cli_computes_proposals_in_workers_by_default(tmp_path, monkeypat
     assert len(outputs[0]) == 3 and outputs[0] == outputs[1]
 
 
-def test_eval_cli_computes_proposals_in_workers_by_default(make_voc, tmp_path, monkeypatch):
+def test_eval_cli_computes_proposals_in_workers_by_default(make_voc, tmp_path, prefetch_workers):
     import torch
     from click.testing import CliRunner
 
-    import sppdet.perf
-    import sppdet.proposal_prefetch as prefetch_module
     from sppdet.cli import cli
 
     ds = _random_model_and_voc(make_voc, tmp_path, 3)
-    real_prefetch, used = prefetch_module.prefetch, []
-
-    def spy(method, items, workers, ahead=None):
-        used.append(workers)
-        return real_prefetch(method, items, workers, ahead)
-
-    monkeypatch.setattr(prefetch_module, "prefetch", spy)
-    monkeypatch.setattr(sppdet.perf, "usable_cores", lambda: 2)
+    used = prefetch_workers
     threads = torch.get_num_threads()
     try:
         for extra in ([], ["--serial"]):
