@@ -347,7 +347,7 @@ class Detector:
                 with stage(timer, "pooling", dev):
                     # Windows on the same cells have the same features: each is scored once.
                     pooled_by_key[pool_key] = model.pool_distinct(maps[key], windows, self.extractors[key],
-                                                                  maps.get(("top", i)))
+                                                                  maps.get(("top", i)), self.scoring_dtype)
             pooled, window_row = pooled_by_key[pool_key]
             with stage(timer, "scoring", dev):
                 distinct_scores, hidden = scorer.scores(pooled)

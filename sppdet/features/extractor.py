@@ -50,10 +50,12 @@ def pool_windows(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: in
 
 
 def pool_distinct_windows(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int, offset: float,
-                          spp: SpatialPyramidPooling) -> tuple[torch.Tensor, torch.Tensor]:
+                          spp: SpatialPyramidPooling, dtype: torch.dtype | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """``pool_windows`` with boxes that fall on the same cells of the same scale pooled once:
-    (D, dim) features and each box's row (N,) (``SpatialPyramidPooling.pool_distinct``)."""
-    return spp.pool_distinct(maps.maps, window_rois(maps, boxes, stride, offset))
+    (D, dim) features in ``dtype`` (default float32) and each box's row (N,)
+    (``SpatialPyramidPooling.pool_distinct``)."""
+    return spp.pool_distinct(maps.maps, window_rois(maps, boxes, stride, offset), dtype)
 
 
 def window_rois(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int, offset: float) -> torch.Tensor:

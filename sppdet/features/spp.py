@@ -136,6 +136,9 @@ def _gather_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """rows[index]; on the CPU without autograd through numpy, several times faster than
     torch.index_select for row gathers."""
     if rows.device.type == "cpu" and not (torch.is_grad_enabled() and rows.requires_grad):
+        if rows.dtype == torch.bfloat16:  # numpy has no bfloat16: move the same 16 bits
+            return torch.from_numpy(np.take(rows.detach().view(torch.int16).numpy(), index.numpy(),
+                                            axis=0)).view(torch.bfloat16)
         return torch.from_numpy(np.take(rows.detach().numpy(), index.numpy(), axis=0))
     return rows.index_select(0, index)
 
@@ -177,24 +180,31 @@ class SpatialPyramidPooling(nn.Module):
             return pooled if pooled.shape[0] == inverse.shape[0] else pooled.index_select(0, inverse)
 
     def pool_distinct(self, features: torch.Tensor | Sequence[torch.Tensor],
-                      rois: torch.Tensor | np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      rois: torch.Tensor | np.ndarray | None = None,
+                      dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Each distinct window pooled once: (D, dim) features and the (K,) index of each
-        roi's row (``pooled[inverse]`` equals ``forward(features, rois)``)."""
+        roi's row (``pooled[inverse]`` equals ``forward(features, rois)``). ``dtype``: of the
+        features (default as ``forward``); bfloat16 gives exactly ``forward``'s values rounded
+        to bfloat16 (rounding is monotone, so it commutes with max), at half the memory
+        traffic."""
         maps = _as_map_list(features)
         with single_thread_on_cpu(maps[0].device):
-            return self._pool_distinct(maps, rois, 1.0)
+            return self._pool_distinct(maps, rois, 1.0, dtype)
 
     def _pool_distinct(self, maps: list[torch.Tensor], rois: torch.Tensor | np.ndarray | None,
-                       max_share: float) -> tuple[torch.Tensor, torch.Tensor]:
+                       max_share: float, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pool the distinct rois when they are at most ``max_share`` of all, else every roi
-        (then ``inverse`` is 0 .. K - 1)."""
+        (then ``inverse`` is 0 .. K - 1), into ``dtype`` (None: float32, float64 for float64
+        maps)."""
         rois = _check_rois(rois, maps)
         k = rois.shape[0]
         every = torch.arange(k, device=rois.device)
+        if dtype is None:
+            dtype = torch.float32 if maps[0].dtype in (torch.float16, torch.bfloat16) else maps[0].dtype
         if k == 0:
-            return torch.zeros((0, self.output_dim(maps[0].shape[0])), device=maps[0].device), every
+            return torch.zeros((0, self.output_dim(maps[0].shape[0])), dtype=dtype, device=maps[0].device), every
         if torch.is_grad_enabled() and any(f.requires_grad for f in maps):
-            return self._pool_differentiable(maps, rois), every
+            return self._pool_differentiable(maps, rois).to(dtype), every
         # Distinct windows by a 1-D key (a 1-D sort is much faster than unique(dim=0)).
         radix = rois.amax(0) + 1
         key = rois[:, 0]
@@ -202,15 +212,14 @@ class SpatialPyramidPooling(nn.Module):
             key = key * radix[j] + rois[:, j]
         _, first, inverse = _unique_first(key)
         if first.shape[0] < k and first.shape[0] <= max_share * k:
-            return self._pool(maps, rois[first]), inverse
-        return self._pool(maps, rois), every
+            return self._pool(maps, rois[first], dtype), inverse
+        return self._pool(maps, rois, dtype), every
 
-    def _pool(self, maps: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+    def _pool(self, maps: list[torch.Tensor], rois: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         k, c = rois.shape[0], maps[0].shape[0]
         index, x0, y0, x1, y1 = rois.unbind(1)
         edges = {n: (bin_edges(y0, y1, n), bin_edges(x0, x1, n)) for n in self.levels}
         every_level = _table_shapes(maps, index, edges, self.levels)
-        dtype = torch.float32 if maps[0].dtype in (torch.float16, torch.bfloat16) else maps[0].dtype
         if sum(a * b * h * w for a, b, h, w in every_level) <= k * self.num_bins:
             # Coarse maps: every level's bins straight from the table, in the output layout.
             rows, geo = _flat_table(maps, every_level, dtype, rois.device)

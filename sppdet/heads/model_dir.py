@@ -247,13 +247,15 @@ class DetectorModel:
 
     @torch.inference_mode()
     def pool_distinct(self, maps: "FeatureMaps", windows: np.ndarray, extractor: "FeatureExtractor",
-                      top_maps: "FeatureMaps | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``pool_tensor`` with windows on the same cells pooled once: (D, D_pool) features
-        and each window's row (N,) (the detector scores each distinct window once)."""
+                      top_maps: "FeatureMaps | None" = None, dtype: torch.dtype | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pool_tensor`` with windows on the same cells pooled once: (D, D_pool) features in
+        ``dtype`` (default float32; the scorer's) and each window's row (N,) (the detector
+        scores each distinct window once)."""
         from sppdet.features.extractor import pool_distinct_windows
 
         source, stride, offset = self._pooled_maps(maps, extractor, top_maps)
-        return pool_distinct_windows(source, windows, stride, offset, extractor.spp)
+        return pool_distinct_windows(source, windows, stride, offset, extractor.spp, dtype)
 
     def _pooled_maps(self, maps: "FeatureMaps", extractor: "FeatureExtractor",
                      top_maps: "FeatureMaps | None") -> tuple["FeatureMaps", int, float]:

@@ -135,7 +135,7 @@ class WindowScorer:
     @torch.inference_mode()
     def scores(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(scores (N, C), fc7 activations (N, H) or None) of raw pooled features (N, D)."""
-        x = _tensor(pooled, self.device).to(self.dtype)
+        x = torch.as_tensor(pooled).detach().to(device=self.device, dtype=self.dtype).contiguous()
         for weight_t, bias, relu in self.layers:
             x = self._linear(x, weight_t, bias)
             if relu:

@@ -204,3 +204,18 @@ def test_pool_distinct_pools_each_distinct_window_once():
     assert all((inv[i] == inv[j]) == (rois[i] == rois[j]) for i in range(len(rois)) for j in range(i))
     torch.testing.assert_close(pooled[inverse], brute_force(maps, rois, (1, 2, 3, 6)), rtol=0, atol=0)
     torch.testing.assert_close(pooled[inverse], spp(maps, torch.tensor(rois)), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("size, k, map_dtype", [((6, 8), 400, torch.float32), ((120, 160), 12, torch.float32),
+                                                ((9, 11), 200, torch.float16)])
+def test_bfloat16_pooling_is_the_float32_result_rounded(size, k, map_dtype):
+    """Rounding to bfloat16 is monotone, so it commutes with max: pooling into bfloat16
+    (coarse and fine paths) gives exactly the float32 features rounded."""
+    rng = np.random.default_rng(k + 3)
+    fmap = torch.randn(6, *size, generator=torch.Generator().manual_seed(k)).to(map_dtype)
+    rois = torch.tensor(random_rois(rng, [size], k))
+    spp = SpatialPyramidPooling()
+    pooled, inverse = spp.pool_distinct(fmap, rois, torch.bfloat16)
+    assert pooled.dtype == torch.bfloat16
+    want = spp(fmap, rois).to(torch.bfloat16)
+    assert torch.equal(pooled[inverse], want)
