@@ -302,8 +302,9 @@ def _table_shapes(maps: list[torch.Tensor], index: torch.Tensor,
                   levels: Sequence[int]) -> list[tuple[int, int, int, int]]:
     """(block sizes in y, in x, H, W) of each map's sparse table: blocks up to the largest
     bin of ``levels`` among the windows on that map."""
-    need_y = torch.stack([floor_log2((edges[n][0][1] - edges[n][0][0]).amax(1)) for n in levels]).amax(0)
-    need_x = torch.stack([floor_log2((edges[n][1][1] - edges[n][1][0]).amax(1)) for n in levels]).amax(0)
+    # floor_log2 is monotone: the block size of each window's largest bin.
+    need_y = floor_log2(torch.stack([(edges[n][0][1] - edges[n][0][0]).amax(1) for n in levels]).amax(0))
+    need_x = floor_log2(torch.stack([(edges[n][1][1] - edges[n][1][0]).amax(1) for n in levels]).amax(0))
     m = len(maps)
     ky_max = torch.zeros(m, dtype=torch.int64, device=index.device).scatter_reduce(0, index, need_y, "amax")
     kx_max = torch.zeros(m, dtype=torch.int64, device=index.device).scatter_reduce(0, index, need_x, "amax")
