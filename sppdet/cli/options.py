@@ -94,9 +94,9 @@ def default_of(cls: type, name: str) -> Any:
 def speed_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add --preset NAME (sppdet.presets), --workers N (proposal worker processes),
     --overlap/--serial (proposals in a thread beside the conv pass) and --precision."""
-    from sppdet.presets import DEFAULT_PRESET, PRESETS
-
     from sppdet.defaults import OVERLAP_PROPOSALS
+    from sppdet.device import PRECISIONS
+    from sppdet.presets import DEFAULT_PRESET, PRESETS
 
     func = click.option("--overlap/--serial", "overlap", default=OVERLAP_PROPOSALS, show_default=True,
                         help="--overlap: compute each image's proposals in a second thread beside "
@@ -110,12 +110,11 @@ def speed_options(func: Callable[..., Any]) -> Callable[..., Any]:
                              "proposals are computed for several images on 2 or more cores, "
                              "cores - cores // 4 workers (2 on 2 cores), torch on the other "
                              "cores (at least one); else 0.")(func)
-    from sppdet.device import PRECISIONS
-
     func = click.option("--precision", type=click.Choice(PRECISIONS), default=None, show_default="the preset's",
-                        help="Precision of the fc layers, classifiers and box deltas: bfloat16 is "
-                             "about 4x faster there on CPUs with AMX (used only where native; "
-                             "elsewhere float32). --preset model: float32, fast: bfloat16.")(func)
+                        help="Precision of pooling, the fc layers, classifiers and box deltas: "
+                             "bfloat16 makes the fc layers about 3x faster on CPUs with AMX (used "
+                             "only where native; elsewhere float32). --preset model: float32, "
+                             "fast: bfloat16.")(func)
     choices = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
     return click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
                         help=f"Test-time speed/accuracy settings ({choices}). See README, Speed.")(func)
