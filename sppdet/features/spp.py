@@ -87,27 +87,16 @@ def floor_log2(v: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def sparse_table(fmap: torch.Tensor, ky_max: int, kx_max: int,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
-    """(ky_max + 1, kx_max + 1, H, W, C) range-max table of a (C, H, W) map.
+def sparse_table(fmap: torch.Tensor, ky_max: int, kx_max: int, out: torch.Tensor) -> torch.Tensor:
+    """Fill ``out`` (ky_max + 1, kx_max + 1, H, W, C) with the range-max table of a (C, H, W)
+    map (in ``out``'s dtype) and return it.
 
     Entry [ky, kx, y, x] is the max over [y, y + 2^ky) x [x, x + 2^kx); entries whose
     block would cross the map's edge hold a smaller block's max and are never queried.
-    With ``out`` (no autograd), the table is filled in place there; otherwise it is built
-    out of place, so that gradients flow.
+    No autograd: training pools through ``adaptive_max_pool2d`` instead.
     """
-    if out is None and torch.is_grad_enabled() and fmap.requires_grad:
-        rows = [fmap.permute(1, 2, 0)]  # (H, W, C) per ky
-        for ky in range(1, ky_max + 1):
-            d, prev = 1 << (ky - 1), rows[-1]
-            rows.append(torch.cat([torch.maximum(prev[:-d], prev[d:]), prev[-d:]], dim=0))
-        table = [torch.stack(rows)]  # (Ly, H, W, C) per kx
-        for kx in range(1, kx_max + 1):
-            d, prev = 1 << (kx - 1), table[-1]
-            table.append(torch.cat([torch.maximum(prev[:, :, :-d], prev[:, :, d:]), prev[:, :, -d:]], dim=2))
-        return torch.stack(table, dim=1)
-    c, h, w = fmap.shape
-    t = fmap.new_empty((ky_max + 1, kx_max + 1, h, w, c)) if out is None else out
+    _, h, w = fmap.shape
+    t = out
     with torch.no_grad():
         t[0, 0] = fmap.permute(1, 2, 0)
         for ky in range(1, ky_max + 1):
