@@ -48,6 +48,20 @@ def tune_allocator(mmap_threshold: int = 1 << 30) -> bool:
     return ok
 
 
+def channels_last_batch(fmap: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A (C, H, W) map as a batch of one (1, C, H, W) in dense channels-last memory, ``dtype``.
+
+    ``fmap.unsqueeze(0).contiguous(memory_format=torch.channels_last)`` is not enough: a
+    channels-last map gets a batch stride of C, which ``contiguous`` accepts (the batch has
+    one image) but which sends the depthwise convolution to its NCHW kernel; everything after
+    it then runs in NCHW, 1.36x slower here for the shipped conv top
+    (``tests/features/test_conv_top.py``), and its output needs a transpose before pooling.
+    """
+    c, h, w = fmap.shape
+    out = torch.empty((1, c, h, w), dtype=dtype, device=fmap.device, memory_format=torch.channels_last)
+    return out.copy_(fmap.unsqueeze(0))
+
+
 class PointwiseConv2d(nn.Conv2d):
     """A 1x1 convolution that runs through oneDNN on the CPU at any batch size.
 

@@ -27,7 +27,7 @@ from sppdet.features.backbones import backbone_spec, build_network, fold_batchno
 from sppdet.features.extractor import FeatureMaps
 from sppdet.features.geometry import derive_geometry
 from sppdet.fileio import save_npz
-from sppdet.perf import onednn_pointwise
+from sppdet.perf import channels_last_batch, onednn_pointwise
 
 TOP_FILE = "conv_top.npz"
 
@@ -103,8 +103,7 @@ class ConvTop(nn.Module):
 
     def apply_to_map(self, fmap: torch.Tensor) -> torch.Tensor:
         """One cached (C, H, W) map (any float dtype) -> the top's (C', H', W') float32 map."""
-        x = fmap.to(torch.float32).unsqueeze(0).contiguous(memory_format=torch.channels_last)
-        return self.layers(x)[0]
+        return self.layers(channels_last_batch(fmap))[0]
 
     @torch.no_grad()
     def apply_to_maps(self, maps: FeatureMaps) -> FeatureMaps:

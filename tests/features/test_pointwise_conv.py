@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sppdet.perf import PointwiseConv2d, onednn_pointwise
+from sppdet.perf import PointwiseConv2d, channels_last_batch, onednn_pointwise
 
 
 @pytest.mark.parametrize("batch,channels_last,bias", [(1, True, True), (1, False, False), (3, True, False)])
@@ -49,3 +49,30 @@ def test_backbone_output_unchanged_by_the_swap():
     x = torch.randn(1, 3, 96, 128).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         torch.testing.assert_close(backbone(x), plain(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_channels_last_batch_is_dense_channels_last(dtype):
+    """A channels-last (C, H, W) map (as the backbone gives) becomes a (1, C, H, W) batch
+    with the strides of a freshly made channels-last tensor, the same values in float32."""
+    fmap = torch.randn(1, 24, 11, 7).contiguous(memory_format=torch.channels_last)[0].to(dtype)
+    assert fmap.unsqueeze(0).stride()[0] == 24  # what unsqueeze gives: not a dense batch stride
+    x = channels_last_batch(fmap)
+    assert x.dtype == torch.float32 and x.shape == (1, 24, 11, 7)
+    assert x.stride() == torch.empty(1, 24, 11, 7, memory_format=torch.channels_last).stride()
+    assert torch.equal(x[0], fmap.float())
+
+
+def test_conv_top_keeps_channels_last_on_odd_sized_maps():
+    """The conv top's stride-2 depthwise convolution on an odd-sized map: with a dense
+    channels-last batch every block stays channels-last (NCHW would be slower and make
+    pooling transpose the map), and the output equals the NCHW computation."""
+    from sppdet.features.conv_top import build_conv_top
+
+    top = build_conv_top("mobilenet_v2", 18, "random", reduce=32).eval()
+    fmap = torch.randn(1, 96, 43, 29).contiguous(memory_format=torch.channels_last)[0].half()
+    with torch.no_grad():
+        out = top.apply_to_map(fmap)
+        want = top.layers(fmap.float().unsqueeze(0).contiguous())[0]
+    assert out.permute(1, 2, 0).is_contiguous()
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
