@@ -8,21 +8,25 @@ a = 11, n = 4 it gives 5 bins.)
 How it is computed without a loop over windows or bins:
 - Any rectangle's max is the max of four lookups in a 2-D sparse table
   T[ky, kx][y, x] = max of the map over [y, y + 2^ky) x [x, x + 2^kx) (a range-max query:
-  the four power-of-two blocks anchored at the rectangle's corners cover it exactly).
-- Many windows share bins (always on coarse stride-32 maps): each distinct bin is looked
-  up once and copied to the windows that have it.
-- Coarse maps (a table with blocks up to the largest window no bigger than the output):
-  the bins of every level are looked up at once, straight into the output layout.
-  Fine maps (large windows in cells): only the finest level and the levels that do not
-  divide it are looked up, and the table only needs blocks up to their largest bin; coarser
-  levels that divide the finest one are unions of its bins: bin i of n is the union of bins
+  the four power-of-two blocks anchored at the rectangle's corners cover it exactly). A
+  side whose length is a power of two is one block, so such bins need two lookups or one.
+- A bin is a pair of cell intervals, one per axis. Windows share intervals and bins widely
+  (always on coarse stride-32 maps): the distinct intervals are found first (by marking a
+  small dense table, no sort), a bin is a pair of interval ids, and each distinct bin is
+  looked up once, then copied to every window that has it, straight into the output.
+- Coarser levels can be unions of a finer level's bins: bin i of n is the union of bins
   i m .. i m + m - 1 of n m (floor(i m a / (n m)) = floor(i a / n), likewise for the
-  ceiling, and consecutive bins touch or overlap), so for (1, 2, 3, 6) levels 3, 2 and 1
-  are max-reductions of the 36 bins of level 6.
+  ceiling, and consecutive bins touch or overlap). Coarse maps (a table up to the looked-up
+  bins no bigger than the output) look every level up but the coarsest (level 1 of
+  (1, 2, 3, 6) is the max of level 2's four bins: its large bins would double the table);
+  fine maps look up only the finest level and those that do not divide it (levels 3, 2
+  and 1 of (1, 2, 3, 6) are made of the 36 bins of level 6), so the table only needs
+  blocks up to their largest bin.
 - The maps of several scales (different sizes) share one flat table, so windows of every
   scale are pooled in one query.
 - Max pooling selects values, so pooling a float16 map in float16 is exact; the result is
-  returned as float32 (float64 maps give float64, e.g. for gradient checks).
+  returned as float32 (float64 maps give float64, e.g. for gradient checks). Rounding is
+  monotone, so pooling into bfloat16 gives the float32 result rounded.
 - Identical windows are pooled once (``pool_distinct``: the detector scores each distinct
   window once).
 - With autograd (conv fine-tuning through the pyramid), windows are pooled one by one with
@@ -37,7 +41,8 @@ channel c of bin (row i, column j) of level n.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+import functools
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -69,67 +74,59 @@ def single_thread_on_cpu(device: torch.device) -> Iterator[None]:
 
 def bin_edges(lo: torch.Tensor, hi: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Start (inclusive) and end (exclusive) cells (K, n) of n bins over cells [lo, hi]."""
-    a = (hi - lo + 1).unsqueeze(1)
-    i = torch.arange(n, device=lo.device, dtype=lo.dtype).unsqueeze(0)
-    start = lo.unsqueeze(1) + torch.div(i * a, n, rounding_mode="floor")
-    end = lo.unsqueeze(1) + torch.div((i + 1) * a + n - 1, n, rounding_mode="floor")
-    return start, end
+    return level_edges(lo, hi, (n,))
 
 
 def floor_log2(v: torch.Tensor) -> torch.Tensor:
-    """floor(log2(v)) of positive int64 values, exactly (no float rounding)."""
-    out = torch.zeros_like(v)
-    x = v.clone()
-    for shift in (32, 16, 8, 4, 2, 1):
-        big = x >= (1 << shift)
-        out += big.to(v.dtype) * shift
-        x = torch.where(big, x >> shift, x)
-    return out
+    """floor(log2(v)) of positive int64 values below 2^53, exactly: they are exact in
+    float64, whose binary exponent is the answer (v = m 2^e with 0.5 <= m < 1)."""
+    return torch.frexp(v.to(torch.float64)).exponent.to(torch.int64) - 1
 
 
 def sparse_table(fmap: torch.Tensor, ky_max: int, kx_max: int, out: torch.Tensor) -> torch.Tensor:
     """Fill ``out`` (ky_max + 1, kx_max + 1, H, W, C) with the range-max table of a (C, H, W)
     map (in ``out``'s dtype) and return it.
 
-    Entry [ky, kx, y, x] is the max over [y, y + 2^ky) x [x, x + 2^kx); entries whose
-    block would cross the map's edge hold a smaller block's max and are never queried.
-    No autograd: training pools through ``adaptive_max_pool2d`` instead.
+    Entry [ky, kx, y, x] is the max over [y, y + 2^ky) x [x, x + 2^kx). Only the entries
+    whose block lies inside the map (y <= H - 2^ky, x <= W - 2^kx) are written, each from
+    two such entries of the level below; the rest are never read (a query's blocks lie
+    inside its bin). No autograd: training pools through ``adaptive_max_pool2d`` instead.
     """
     _, h, w = fmap.shape
     t = out
     with torch.no_grad():
         t[0, 0] = fmap.permute(1, 2, 0)
         for ky in range(1, ky_max + 1):
-            d = 1 << (ky - 1)
-            torch.maximum(t[ky - 1, 0, : h - d], t[ky - 1, 0, d:], out=t[ky, 0, : h - d])
-            t[ky, 0, h - d:] = t[ky - 1, 0, h - d:]
-        for ky in range(ky_max + 1):
-            for kx in range(1, kx_max + 1):
-                d = 1 << (kx - 1)
-                torch.maximum(t[ky, kx - 1, :, : w - d], t[ky, kx - 1, :, d:], out=t[ky, kx, :, : w - d])
-                t[ky, kx, :, w - d:] = t[ky, kx - 1, :, w - d:]
+            d, rows = 1 << (ky - 1), h - (1 << ky) + 1
+            torch.maximum(t[ky - 1, 0, :rows], t[ky - 1, 0, d:d + rows], out=t[ky, 0, :rows])
+        for kx in range(1, kx_max + 1):  # every ky at once (rows past a block's reach are never read)
+            d, cols = 1 << (kx - 1), w - (1 << kx) + 1
+            torch.maximum(t[:, kx - 1, :, :cols], t[:, kx - 1, :, d:d + cols], out=t[:, kx, :, :cols])
     return t
 
 
-def _max_over(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Max over a short dimension as a chain of elementwise maxima (faster than amax on
-    CPU for float16)."""
-    parts = x.unbind(dim)
-    out = parts[0]
-    for p in parts[1:]:
-        out = torch.maximum(out, p)
+def _max_rows(parts: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Elementwise max of ``parts`` (P, N, C) over its first axis, into ``out`` (N, C)."""
+    torch.maximum(parts[0], parts[1], out=out) if parts.shape[0] > 1 else out.copy_(parts[0])
+    for p in parts[2:]:
+        torch.maximum(out, p, out=out)
     return out
 
 
-def _gather_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """rows[index]; on the CPU without autograd through numpy, several times faster than
-    torch.index_select for row gathers."""
+def _gather_rows(rows: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """rows[index] (into ``out`` when given, a contiguous (len(index), C) tensor); on the CPU
+    without autograd through numpy, several times faster than torch.index_select."""
     if rows.device.type == "cpu" and not (torch.is_grad_enabled() and rows.requires_grad):
-        if rows.dtype == torch.bfloat16:  # numpy has no bfloat16: move the same 16 bits
-            return torch.from_numpy(np.take(rows.detach().view(torch.int16).numpy(), index.numpy(),
-                                            axis=0)).view(torch.bfloat16)
-        return torch.from_numpy(np.take(rows.detach().numpy(), index.numpy(), axis=0))
-    return rows.index_select(0, index)
+        # numpy has no bfloat16: move the same 16 bits.
+        as_np = (lambda t: t.detach().view(torch.int16).numpy()) if rows.dtype == torch.bfloat16 else (
+            lambda t: t.detach().numpy())
+        if out is None:
+            return torch.from_numpy(np.take(as_np(rows), index.numpy(), axis=0)).view(rows.dtype)
+        # mode="clip" writes straight into ``out`` (the default mode goes through a buffer);
+        # every index is in range, so nothing is clipped.
+        np.take(as_np(rows), index.numpy(), axis=0, out=as_np(out), mode="clip")
+        return out
+    return torch.index_select(rows, 0, index, out=out) if out is not None else rows.index_select(0, index)
 
 
 class SpatialPyramidPooling(nn.Module):
@@ -152,8 +149,14 @@ class SpatialPyramidPooling(nn.Module):
             raise ArgumentError(f"pyramid levels must be distinct positive integers, got {levels}")
         self.levels = levels
         self.num_bins = sum(n * n for n in levels)
-        finest = max(levels)
-        self._direct = tuple(sorted({n for n in levels if finest % n} | {finest}))
+        self._offsets = dict(zip(levels, np.cumsum([0, *(n * n for n in levels[:-1])]).tolist()))
+        finest, coarsest = max(levels), min(levels)
+        # Coarse maps: every level looked up but the coarsest when it is a union of a finer
+        # level's bins (its large bins would double the table); fine maps: only the finest
+        # level and those that do not divide it (the others are unions of its bins).
+        unions = coarsest if any(n != coarsest and n % coarsest == 0 for n in levels) else None
+        self._coarse_plan = _make_plan(levels, [n for n in levels if n != unions])
+        self._fine_plan = _make_plan(levels, [n for n in levels if finest % n or n == finest])
 
     def output_dim(self, channels: int) -> int:
         return channels * self.num_bins
@@ -207,28 +210,31 @@ class SpatialPyramidPooling(nn.Module):
     def _pool(self, maps: list[torch.Tensor], rois: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         k, c = rois.shape[0], maps[0].shape[0]
         index, x0, y0, x1, y1 = rois.unbind(1)
-        edges = {n: (bin_edges(y0, y1, n), bin_edges(x0, x1, n)) for n in self.levels}
-        every_level = _table_shapes(maps, index, edges, self.levels)
-        if sum(a * b * h * w for a, b, h, w in every_level) <= k * self.num_bins:
-            # Coarse maps: every level's bins straight from the table, in the output layout.
-            rows, geo = _flat_table(maps, every_level, dtype, rois.device)
-            bins = [_level_bins(edges[n]) for n in self.levels]
-            ys, ye, xs, xe = (torch.cat(parts, dim=1) for parts in zip(*bins))
-            return self._query(rows, geo, index, ys, ye, xs, xe).view(k, -1)
-
-        rows, geo = _flat_table(maps, _table_shapes(maps, index, edges, self._direct), maps[0].dtype, rois.device)
-        pooled = {n: self._query(rows, geo, index, *_level_bins(edges[n])).view(k, n, n, c) for n in self._direct}
-        for n in sorted(self.levels, reverse=True):  # derive coarse levels from finer ones
-            if n not in pooled:
-                src = min(m for m in pooled if m % n == 0)
-                s = src // n
-                p = _max_over(pooled[src].view(k, n, s, src, c), 2)
-                pooled[n] = _max_over(p.view(k, n, n, s, c), 3)
-        out = torch.empty((k, self.output_dim(c)), dtype=dtype, device=rows.device)
-        offsets = np.cumsum([0] + [c * n * n for n in self.levels])
-        for n, start in zip(self.levels, offsets[:-1]):
-            out[:, start:start + c * n * n] = pooled[n].reshape(k, -1)
-        return out
+        lo, hi = torch.cat([y0, x0]), torch.cat([y1, x1])  # both axes at once
+        plan = self._coarse_plan
+        start, end = level_edges(lo, hi, plan.looked_up)
+        if _table_size(maps, index, end[:k] - start[:k], end[k:] - start[k:]) > k * self.num_bins:
+            # Fine maps: a table up to every level's bins would outgrow the output.
+            plan = self._fine_plan
+            start, end = level_edges(lo, hi, plan.looked_up)
+        table_dtype = dtype if dtype.itemsize <= maps[0].dtype.itemsize else maps[0].dtype
+        derived_rows = k * sum(n * n for n, _ in plan.derived)
+        maxima, inverse = _lookup_bins(maps, index, start, end, plan.bin_rows, plan.bin_cols, table_dtype,
+                                       extra_rows=derived_rows)
+        # Each output bin's row in ``maxima``: looked-up bins, then derived ones appended.
+        row_of = torch.empty((k, self.num_bins), dtype=torch.int64, device=inverse.device)
+        row_of.index_copy_(1, plan.positions.to(inverse.device), inverse)
+        next_row = maxima.shape[0] - derived_rows
+        for n, src in plan.derived:  # a level whose bins are unions of a finer level's bins
+            s = src // n
+            # Bin (i, j) of level n is the union of bins (i s + a, j s + b) of level src.
+            parts = row_of[:, self._offsets[src]:self._offsets[src] + src * src].reshape(k, n, s, n, s)
+            parts = parts.permute(2, 4, 0, 1, 3).reshape(-1)
+            _max_rows(_gather_rows(maxima, parts).view(s * s, k * n * n, c), out=maxima[next_row:next_row + k * n * n])
+            row_of[:, self._offsets[n]:self._offsets[n] + n * n] = torch.arange(
+                next_row, next_row + k * n * n, device=row_of.device).view(k, n * n)
+            next_row += k * n * n
+        return _gather_rows(maxima.to(dtype), row_of.view(-1)).view(k, -1)
 
     def _pool_differentiable(self, maps: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         """The same bins window by window with ``adaptive_max_pool2d`` (whose bin i of n over
@@ -243,61 +249,142 @@ class SpatialPyramidPooling(nn.Module):
         out = torch.stack(rows)
         return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
-    @staticmethod
-    def _query(rows: torch.Tensor, geo: torch.Tensor, index: torch.Tensor, ys: torch.Tensor, ye: torch.Tensor,
-               xs: torch.Tensor, xe: torch.Tensor) -> torch.Tensor:
-        """Max over the bins [ys, ye) x [xs, xe), each (K, B), of windows on maps ``index``
-        (K,) whose tables ``_flat_table`` laid out in ``rows`` (``geo``: (M, 4)): -> (K, B, C)
-        in the table's dtype."""
-        k, b = ys.shape
-        hmax, wmax = int(geo[:, 2].max()) + 1, int(geo[:, 3].max()) + 1
-        flat = [index.unsqueeze(1).expand(k, b).reshape(-1)] + [v.reshape(-1) for v in (ys, ye, xs, xe)]
-        key = (((flat[0] * hmax + flat[1]) * hmax + flat[2]) * wmax + flat[3]) * wmax + flat[4]
-        # Windows share bins (on a coarse map most do): look each distinct bin up once.
-        _, first, inverse = _unique_first(key)
-        distinct = first.shape[0] <= _DEDUP_SHARE * key.shape[0]
-        if distinct:
-            flat = [v.index_select(0, first) for v in flat]
-        m, ys, ye, xs, xe = flat
-        base, lx, h, w = geo.index_select(0, m).unbind(1)
-        log2 = floor_log2(torch.arange(max(hmax, wmax), device=ys.device).clamp_min(1))
-        ky, kx = log2[ye - ys], log2[xe - xs]
-        block = base + (ky * lx + kx) * (h * w)
-        top, bottom = block + ys * w, block + (ye - (1 << ky)) * w
-        right = xe - (1 << kx)
-        corners = torch.stack([top + xs, top + right, bottom + xs, bottom + right]).reshape(-1)
-        maxima = _max_over(_gather_rows(rows, corners).view(4, m.shape[0], -1), 0)
-        return (_gather_rows(maxima, inverse) if distinct else maxima).view(k, b, -1)
+
+class _Plan(NamedTuple):
+    """How a pyramid is pooled: the levels looked up in the table, each looked-up bin's row
+    and column edge (indices into the concatenated edges of ``looked_up``) and its position
+    among the output's bins, and the derived levels in order, each with the finer level
+    whose bins it is the union of."""
+
+    looked_up: tuple[int, ...]
+    bin_rows: torch.Tensor
+    bin_cols: torch.Tensor
+    positions: torch.Tensor
+    derived: tuple[tuple[int, int], ...]
 
 
-def _level_bins(edges: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One level's bins (ys, ye, xs, xe), each (K, n * n) in row-major bin order, from its
-    row and column edges (each (K, n))."""
-    (ys, ye), (xs, xe) = edges
-    k, n = ys.shape
+def _make_plan(levels: Sequence[int], looked_up: Sequence[int]) -> _Plan:
+    looked_up = tuple(n for n in levels if n in set(looked_up))
+    edge_start = dict(zip(looked_up, np.cumsum([0, *looked_up[:-1]]).tolist()))
+    offsets = dict(zip(levels, np.cumsum([0, *(n * n for n in levels[:-1])]).tolist()))
+    rows = [edge_start[n] + i for n in looked_up for i in range(n) for _ in range(n)]
+    cols = [edge_start[n] + j for n in looked_up for _ in range(n) for j in range(n)]
+    positions = [offsets[n] + b for n in looked_up for b in range(n * n)]
+    derived, have = [], set(looked_up)
+    for n in sorted(set(levels) - have, reverse=True):  # coarser levels from finer ones
+        src = min(m for m in have if m % n == 0)
+        derived.append((n, src))
+        have.add(n)
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.int64)  # noqa: E731
+    return _Plan(looked_up, as_tensor(rows), as_tensor(cols), as_tensor(positions), tuple(derived))
 
-    def rows(v: torch.Tensor) -> torch.Tensor:
-        return v.unsqueeze(2).expand(k, n, n).reshape(k, n * n)
 
-    def cols(v: torch.Tensor) -> torch.Tensor:
-        return v.unsqueeze(1).expand(k, n, n).reshape(k, n * n)
+def level_edges(lo: torch.Tensor, hi: torch.Tensor, levels: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start (inclusive) and end (exclusive) cells (K, sum(levels)) of the bins over cells
+    [lo, hi] of each level in turn (``bin_edges`` of every level, concatenated)."""
+    i, n = (v.to(lo.device) for v in _bin_fractions(tuple(levels)))
+    a = (hi - lo + 1).unsqueeze(1)
+    start = lo.unsqueeze(1) + torch.div(i * a, n, rounding_mode="floor")
+    end = lo.unsqueeze(1) + torch.div((i + 1) * a + n - 1, n, rounding_mode="floor")
+    return start, end
 
-    return rows(ys), rows(ye), cols(xs), cols(xe)
+
+@functools.lru_cache(maxsize=64)
+def _bin_fractions(levels: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each bin's index i and level n (int64, on the CPU) of every level in turn."""
+    return (torch.tensor([i for n in levels for i in range(n)], dtype=torch.int64),
+            torch.tensor([n for n in levels for _ in range(n)], dtype=torch.int64))
 
 
-def _table_shapes(maps: list[torch.Tensor], index: torch.Tensor,
-                  edges: dict[int, tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]],
-                  levels: Sequence[int]) -> list[tuple[int, int, int, int]]:
-    """(block sizes in y, in x, H, W) of each map's sparse table: blocks up to the largest
-    bin of ``levels`` among the windows on that map."""
-    # floor_log2 is monotone: the block size of each window's largest bin.
-    need_y = floor_log2(torch.stack([(edges[n][0][1] - edges[n][0][0]).amax(1) for n in levels]).amax(0))
-    need_x = floor_log2(torch.stack([(edges[n][1][1] - edges[n][1][0]).amax(1) for n in levels]).amax(0))
+def _table_size(maps: list[torch.Tensor], index: torch.Tensor, heights: torch.Tensor,
+                widths: torch.Tensor) -> int:
+    """Rows of the sparse tables of every map with blocks up to the largest of the bins
+    (``heights``, ``widths``: (K, B)) of the windows on it."""
     m = len(maps)
-    ky_max = torch.zeros(m, dtype=torch.int64, device=index.device).scatter_reduce(0, index, need_y, "amax")
-    kx_max = torch.zeros(m, dtype=torch.int64, device=index.device).scatter_reduce(0, index, need_x, "amax")
-    return [(int(ky_max[i]) + 1, int(kx_max[i]) + 1, f.shape[1], f.shape[2]) for i, f in enumerate(maps)]
+    ky = floor_log2(heights.amax(1))
+    kx = floor_log2(widths.amax(1))
+    ky_max = torch.zeros(m, dtype=torch.int64, device=index.device).scatter_reduce(0, index, ky, "amax")
+    kx_max = torch.zeros(m, dtype=torch.int64, device=index.device).scatter_reduce(0, index, kx, "amax")
+    hw = torch.tensor([f.shape[1] * f.shape[2] for f in maps], dtype=torch.int64, device=index.device)
+    return int(((ky_max + 1) * (kx_max + 1) * hw).sum())
+
+
+def _distinct(key: torch.Tensor, space: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted distinct values of non-negative ``key`` (all < ``space``) and where each
+    element of ``key`` is among them (``values[inverse] == key``): by marking a dense
+    table when ``space`` is small (no sort), else with ``torch.unique``."""
+    flat = key.reshape(-1)
+    if space > max(1 << 16, 8 * flat.numel()):
+        values, inverse = torch.unique(flat, return_inverse=True)
+        return values, inverse.view_as(key)
+    mark = torch.zeros(space, dtype=torch.bool, device=key.device).index_fill_(0, flat, True)
+    values = mark.nonzero().squeeze(1)
+    slot = torch.empty(space, dtype=torch.int64, device=key.device)
+    slot.index_copy_(0, values, torch.arange(values.shape[0], device=key.device))
+    return values, slot.index_select(0, flat).view_as(key)
+
+
+def _lookup_bins(maps: list[torch.Tensor], index: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
+                 bin_rows: torch.Tensor, bin_cols: torch.Tensor, dtype: torch.dtype, extra_rows: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max over each bin of windows on maps ``index`` (K,), each distinct bin looked up
+    once. ``start``/``end`` (2 K, E): the windows' bin edges along y (first K rows), then x
+    (``level_edges``); bin b spans row edge ``bin_rows[b]`` and column edge ``bin_cols[b]``.
+    Returns the (D + extra_rows, C) maxima in ``dtype`` (the last ``extra_rows`` rows left
+    for the caller) and each window's bins' rows in them (K, B).
+
+    A bin is a pair of intervals, one per axis, and windows share intervals widely: the
+    distinct intervals are found first (few), a bin is a pair of their ids, and its four
+    table corners are sums of a row part and a column part.
+    """
+    k, m = index.shape[0], len(maps)
+    size = max(max(f.shape[1], f.shape[2]) for f in maps)
+    # Distinct intervals of both axes by one key: (axis, map, start, length).
+    length = end - start  # 1 .. size
+    axis_map = torch.cat([index, index + m]).unsqueeze(1)
+    values, ids = _distinct((axis_map * size + start) * (size + 1) + length, 2 * m * size * (size + 1))
+    i_len = values % (size + 1)
+    rest = torch.div(values, size + 1, rounding_mode="floor")
+    i_start, i_map = rest % size, torch.div(rest, size, rounding_mode="floor")
+    ny = int((i_map < m).sum())  # y intervals first (sorted keys), then x
+    i_map = i_map % m
+    level = floor_log2(i_len)
+    zeros = torch.zeros(m, dtype=torch.int64, device=index.device)
+    ky_max = zeros.scatter_reduce(0, i_map[:ny], level[:ny], "amax").tolist()
+    kx_max = zeros.scatter_reduce(0, i_map[ny:], level[ny:], "amax").tolist()
+    shapes = [(a + 1, b + 1, f.shape[1], f.shape[2]) for a, b, f in zip(ky_max, kx_max, maps)]
+    rows, geo = _flat_table(maps, shapes, dtype, index.device)
+    # Row of table entry [ky, kx, y, x] of a map: base + (ky * lx + kx) * h * w + y * w + x,
+    # split into a part of the y interval (first, last block) and one of the x interval.
+    base, lx, h, w = geo.index_select(0, i_map).unbind(1)
+    is_y = torch.arange(values.shape[0], device=index.device) < ny
+    near = torch.where(is_y, base + level * lx * h * w + i_start * w, level * h * w + i_start)
+    far = near + (i_len - (1 << level)) * torch.where(is_y, w, 1)
+    nx = values.shape[0] - ny
+    y_ids = ids[:k].index_select(1, bin_rows.to(ids.device))
+    x_ids = ids[k:].index_select(1, bin_cols.to(ids.device)) - ny
+    key = y_ids * nx + x_ids
+    bins, inverse = _distinct(key, ny * nx)
+    yi, xi = torch.div(bins, nx, rounding_mode="floor"), bins % nx + ny
+    # A side whose length is a power of two is one block: its two corners coincide. Order
+    # the bins by how many distinct corners they have (1, 2 along x, 2 along y, 4) and
+    # read only those.
+    split = (i_len & (i_len - 1)) != 0
+    kind = split.index_select(0, yi).to(torch.int64) * 2 + split.index_select(0, xi)
+    order = torch.argsort(kind, stable=True)
+    counts = torch.bincount(kind, minlength=4).tolist()
+    rank = torch.empty_like(order).index_copy_(0, order, torch.arange(order.shape[0], device=order.device))
+    yi, xi = yi.index_select(0, order), xi.index_select(0, order)
+    t, b, l, r = near.index_select(0, yi), far.index_select(0, yi), near.index_select(0, xi), far.index_select(0, xi)
+    c = rows.shape[1]
+    maxima = rows.new_empty((bins.shape[0] + extra_rows, c))
+    ends = np.cumsum([0, *counts]).tolist()
+    one, two_x, two_y, four = (slice(ends[i], ends[i + 1]) for i in range(4))
+    _gather_rows(rows, t[one] + l[one], out=maxima[one])
+    for part, corners in ((two_x, (t + l, t + r)), (two_y, (t + l, b + l)), (four, (t + l, t + r, b + l, b + r))):
+        g = _gather_rows(rows, torch.cat([v[part] for v in corners])).view(len(corners), -1, c)
+        _max_rows(g, out=maxima[part])
+    return maxima, rank.index_select(0, inverse.reshape(-1)).view_as(inverse)
 
 
 def _flat_table(maps: list[torch.Tensor], shapes: list[tuple[int, int, int, int]], dtype: torch.dtype,

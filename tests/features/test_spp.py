@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sppdet.features.spp import SpatialPyramidPooling, bin_edges, floor_log2
+from sppdet.features import spp as spp_module
+from sppdet.features.spp import SpatialPyramidPooling, bin_edges, floor_log2, level_edges
 
 
 def brute_force(maps, rois, levels):
@@ -54,7 +55,7 @@ def random_rois(rng, sizes, k):
     return rois
 
 
-@pytest.mark.parametrize("levels", [(1, 2, 3, 6), (1, 2, 4), (2, 3, 5), (4,)])
+@pytest.mark.parametrize("levels", [(1, 2, 3, 6), (6, 3, 2, 1), (1, 2, 4), (2, 3, 5), (1, 3), (4,)])
 def test_matches_brute_force_on_random_maps(levels):
     rng = np.random.default_rng(sum(levels))
     sizes = [(13, 17), (30, 9), (1, 1), (2, 40)]
@@ -121,7 +122,10 @@ def test_bin_edges_never_make_extra_bins():
 
 def test_floor_log2_exact():
     v = torch.arange(1, 5000)
-    assert floor_log2(v).tolist() == [int(np.floor(np.log2(x))) for x in range(1, 5000)]
+    assert floor_log2(v).tolist() == [x.bit_length() - 1 for x in range(1, 5000)]
+    # Around every power of two up to 2^52 (where float rounding would show first).
+    big = [x for e in range(1, 53) for x in ((1 << e) - 1, 1 << e, (1 << e) + 1)]
+    assert floor_log2(torch.tensor(big)).tolist() == [x.bit_length() - 1 for x in big]
 
 
 def test_float16_maps_pool_exactly_and_duplicates():
@@ -170,18 +174,19 @@ def test_empty_rois():
     assert out.shape == (0, 150)
 
 
-@pytest.mark.parametrize("size, k, looked_up", [((6, 8), 400, [50]), ((120, 160), 12, [36])])
-def test_coarse_maps_look_every_level_up_and_fine_maps_derive_them(size, k, looked_up, monkeypatch):
-    """Coarse maps (table no bigger than the output): the 50 bins of every level in one
-    lookup; fine maps: only level 6 (levels 3, 2, 1 derived). Both equal the loop."""
+@pytest.mark.parametrize("size, k, looked_up", [((6, 8), 400, [49]), ((120, 160), 12, [36])])
+def test_coarse_maps_look_levels_up_and_fine_maps_derive_them(size, k, looked_up, monkeypatch):
+    """Coarse maps (table no bigger than the output): the 49 bins of levels 2, 3 and 6 in
+    one lookup (level 1 is the union of level 2's bins); fine maps: only level 6 (levels 3,
+    2, 1 derived). Both equal the loop."""
     seen = []
-    query = SpatialPyramidPooling._query
+    lookup = spp_module._lookup_bins
 
-    def spy(rows, geo, index, ys, ye, xs, xe):
-        seen.append(ys.shape[1])
-        return query(rows, geo, index, ys, ye, xs, xe)
+    def spy(maps, index, start, end, bin_rows, bin_cols, *args, **kwargs):
+        seen.append(bin_rows.shape[0])
+        return lookup(maps, index, start, end, bin_rows, bin_cols, *args, **kwargs)
 
-    monkeypatch.setattr(SpatialPyramidPooling, "_query", staticmethod(spy))
+    monkeypatch.setattr(spp_module, "_lookup_bins", spy)
     rng = np.random.default_rng(k + 1)
     fmap = torch.randn(4, *size, generator=torch.Generator().manual_seed(k)).half()
     rois = random_rois(rng, [size], k)
@@ -189,6 +194,47 @@ def test_coarse_maps_look_every_level_up_and_fine_maps_derive_them(size, k, look
     assert seen == looked_up
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, brute_force([fmap.float()], rois, (1, 2, 3, 6)), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("levels, coarse, fine, derived", [
+    ((1, 2, 3, 6), (2, 3, 6), (6,), ((3, 6), (2, 6), (1, 2))),
+    ((6, 3, 2, 1), (6, 3, 2), (6,), ((3, 6), (2, 6), (1, 2))),
+    ((2, 3, 5), (2, 3, 5), (2, 3, 5), ()),
+    ((1, 2, 4), (2, 4), (4,), ((2, 4), (1, 2))),
+    ((4,), (4,), (4,), ()),
+])
+def test_plans_look_up_and_derive_the_expected_levels(levels, coarse, fine, derived):
+    spp = SpatialPyramidPooling(levels)
+    assert spp._coarse_plan.looked_up == coarse
+    assert spp._fine_plan.looked_up == fine
+    assert spp._fine_plan.derived == derived
+    # Each looked-up bin sits at its own output position, with its own row and column edges.
+    plan = spp._coarse_plan
+    starts = dict(zip(coarse, np.cumsum([0, *coarse[:-1]])))
+    offsets = dict(zip(levels, np.cumsum([0, *(n * n for n in levels[:-1])])))
+    expected = [(offsets[n] + i * n + j, starts[n] + i, starts[n] + j)
+                for n in coarse for i in range(n) for j in range(n)]
+    got = list(zip(plan.positions.tolist(), plan.bin_rows.tolist(), plan.bin_cols.tolist()))
+    assert got == expected
+
+
+@pytest.mark.parametrize("space", [50, 10**9])
+def test_distinct_matches_sorted_unique(space):
+    """Dense marking (small key space) and sorting (large) both give torch.unique's values
+    and an inverse that maps back to every key."""
+    key = torch.randint(0, min(space, 40), (7, 9)) * (space // 40 if space > 40 else 1)
+    values, inverse = spp_module._distinct(key, space)
+    assert torch.equal(values, torch.unique(key))
+    assert inverse.shape == key.shape
+    assert torch.equal(values[inverse], key)
+
+
+def test_level_edges_concatenate_bin_edges():
+    lo, hi = torch.tensor([0, 3, 5, 2]), torch.tensor([0, 9, 30, 4])
+    start, end = level_edges(lo, hi, (1, 2, 3, 6))
+    want = [bin_edges(lo, hi, n) for n in (1, 2, 3, 6)]
+    assert torch.equal(start, torch.cat([s for s, _ in want], 1))
+    assert torch.equal(end, torch.cat([e for _, e in want], 1))
 
 
 def test_pool_distinct_pools_each_distinct_window_once():
