@@ -77,9 +77,12 @@ def bin_edges(lo: torch.Tensor, hi: torch.Tensor, n: int) -> tuple[torch.Tensor,
     return level_edges(lo, hi, (n,))
 
 
-def floor_log2(v: torch.Tensor) -> torch.Tensor:
-    """floor(log2(v)) of positive int64 values below 2^53, exactly: they are exact in
-    float64, whose binary exponent is the answer (v = m 2^e with 0.5 <= m < 1)."""
+def floor_log2(v: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """floor(log2(v)) of positive int64 values below 2^53 (a tensor or a numpy array),
+    exactly: they are exact in float64, whose binary exponent is the answer (v = m 2^e with
+    0.5 <= m < 1)."""
+    if isinstance(v, np.ndarray):
+        return np.frexp(v.astype(np.float64))[1].astype(np.int64) - 1
     return torch.frexp(v.to(torch.float64)).exponent.to(torch.int64) - 1
 
 
@@ -113,19 +116,22 @@ def _max_rows(parts: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _gather_rows(rows: torch.Tensor, index: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def _gather_rows(rows: torch.Tensor, index: torch.Tensor | np.ndarray,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
     """rows[index] (into ``out`` when given, a contiguous (len(index), C) tensor); on the CPU
     without autograd through numpy, several times faster than torch.index_select."""
     if rows.device.type == "cpu" and not (torch.is_grad_enabled() and rows.requires_grad):
         # numpy has no bfloat16: move the same 16 bits.
         as_np = (lambda t: t.detach().view(torch.int16).numpy()) if rows.dtype == torch.bfloat16 else (
             lambda t: t.detach().numpy())
+        idx = index if isinstance(index, np.ndarray) else index.numpy()
         if out is None:
-            return torch.from_numpy(np.take(as_np(rows), index.numpy(), axis=0)).view(rows.dtype)
+            return torch.from_numpy(np.take(as_np(rows), idx, axis=0)).view(rows.dtype)
         # mode="clip" writes straight into ``out`` (the default mode goes through a buffer);
         # every index is in range, so nothing is clipped.
-        np.take(as_np(rows), index.numpy(), axis=0, out=as_np(out), mode="clip")
+        np.take(as_np(rows), idx, axis=0, out=as_np(out), mode="clip")
         return out
+    index = torch.as_tensor(index, device=rows.device)
     return torch.index_select(rows, 0, index, out=out) if out is not None else rows.index_select(0, index)
 
 
@@ -187,30 +193,32 @@ class SpatialPyramidPooling(nn.Module):
                        max_share: float, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pool the distinct rois when they are at most ``max_share`` of all, else every roi
         (then ``inverse`` is 0 .. K - 1), into ``dtype`` (None: float32, float64 for float64
-        maps)."""
+        maps). Which bins to look up is planned on the host in numpy (many small index
+        operations, several times cheaper there than as torch ops); the maps' values move
+        only on their device."""
         rois = _check_rois(rois, maps)
-        k = rois.shape[0]
-        every = torch.arange(k, device=rois.device)
+        k, device = rois.shape[0], maps[0].device
+        every = torch.arange(k, device=device)
         if dtype is None:
             dtype = torch.float32 if maps[0].dtype in (torch.float16, torch.bfloat16) else maps[0].dtype
         if k == 0:
-            return torch.zeros((0, self.output_dim(maps[0].shape[0])), dtype=dtype, device=maps[0].device), every
+            return torch.zeros((0, self.output_dim(maps[0].shape[0])), dtype=dtype, device=device), every
         if torch.is_grad_enabled() and any(f.requires_grad for f in maps):
             return self._pool_differentiable(maps, rois).to(dtype), every
-        # Distinct windows by a 1-D key (a 1-D sort is much faster than unique(dim=0)).
-        radix = rois.amax(0) + 1
+        # Distinct windows by a 1-D key (a 1-D sort is much faster than unique(axis=0)).
+        radix = rois.max(0) + 1
         key = rois[:, 0]
         for j in range(1, 5):
             key = key * radix[j] + rois[:, j]
-        _, first, inverse = _unique_first(key)
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         if first.shape[0] < k and first.shape[0] <= max_share * k:
-            return self._pool(maps, rois[first], dtype), inverse
+            return self._pool(maps, rois[first], dtype), torch.from_numpy(inverse.reshape(-1)).to(device)
         return self._pool(maps, rois, dtype), every
 
-    def _pool(self, maps: list[torch.Tensor], rois: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def _pool(self, maps: list[torch.Tensor], rois: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         k, c = rois.shape[0], maps[0].shape[0]
-        index, x0, y0, x1, y1 = rois.unbind(1)
-        lo, hi = torch.cat([y0, x0]), torch.cat([y1, x1])  # both axes at once
+        index, x0, y0, x1, y1 = rois.T
+        lo, hi = np.concatenate([y0, x0]), np.concatenate([y1, x1])  # both axes at once
         plan = self._coarse_plan
         start, end = level_edges(lo, hi, plan.looked_up)
         if _table_size(maps, index, end[:k] - start[:k], end[k:] - start[k:]) > k * self.num_bins:
@@ -222,19 +230,19 @@ class SpatialPyramidPooling(nn.Module):
         maxima, inverse = _lookup_bins(maps, index, start, end, plan.bin_rows, plan.bin_cols, table_dtype,
                                        extra_rows=derived_rows)
         # Each output bin's row in ``maxima``: looked-up bins, then derived ones appended.
-        row_of = torch.empty((k, self.num_bins), dtype=torch.int64, device=inverse.device)
-        row_of.index_copy_(1, plan.positions.to(inverse.device), inverse)
+        row_of = np.empty((k, self.num_bins), dtype=np.int64)
+        row_of[:, plan.positions] = inverse
         next_row = maxima.shape[0] - derived_rows
         for n, src in plan.derived:  # a level whose bins are unions of a finer level's bins
             s = src // n
             # Bin (i, j) of level n is the union of bins (i s + a, j s + b) of level src.
             parts = row_of[:, self._offsets[src]:self._offsets[src] + src * src].reshape(k, n, s, n, s)
-            parts = parts.permute(2, 4, 0, 1, 3).reshape(-1)
+            parts = parts.transpose(2, 4, 0, 1, 3).reshape(-1)
             _max_rows(_gather_rows(maxima, parts).view(s * s, k * n * n, c), out=maxima[next_row:next_row + k * n * n])
-            row_of[:, self._offsets[n]:self._offsets[n] + n * n] = torch.arange(
-                next_row, next_row + k * n * n, device=row_of.device).view(k, n * n)
+            row_of[:, self._offsets[n]:self._offsets[n] + n * n] = np.arange(
+                next_row, next_row + k * n * n).reshape(k, n * n)
             next_row += k * n * n
-        return _gather_rows(maxima.to(dtype), row_of.view(-1)).view(k, -1)
+        return _gather_rows(maxima.to(dtype), row_of.reshape(-1)).view(k, -1)
 
     def _pool_differentiable(self, maps: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         """The same bins window by window with ``adaptive_max_pool2d`` (whose bin i of n over
@@ -257,9 +265,9 @@ class _Plan(NamedTuple):
     whose bins it is the union of."""
 
     looked_up: tuple[int, ...]
-    bin_rows: torch.Tensor
-    bin_cols: torch.Tensor
-    positions: torch.Tensor
+    bin_rows: np.ndarray
+    bin_cols: np.ndarray
+    positions: np.ndarray
     derived: tuple[tuple[int, int], ...]
 
 
@@ -275,63 +283,68 @@ def _make_plan(levels: Sequence[int], looked_up: Sequence[int]) -> _Plan:
         src = min(m for m in have if m % n == 0)
         derived.append((n, src))
         have.add(n)
-    as_tensor = lambda v: torch.tensor(v, dtype=torch.int64)  # noqa: E731
-    return _Plan(looked_up, as_tensor(rows), as_tensor(cols), as_tensor(positions), tuple(derived))
+    as_array = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
+    return _Plan(looked_up, as_array(rows), as_array(cols), as_array(positions), tuple(derived))
 
 
-def level_edges(lo: torch.Tensor, hi: torch.Tensor, levels: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def level_edges(lo: torch.Tensor | np.ndarray, hi: torch.Tensor | np.ndarray, levels: Sequence[int]
+                ) -> tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]:
     """Start (inclusive) and end (exclusive) cells (K, sum(levels)) of the bins over cells
-    [lo, hi] of each level in turn (``bin_edges`` of every level, concatenated)."""
-    i, n = (v.to(lo.device) for v in _bin_fractions(tuple(levels)))
-    a = (hi - lo + 1).unsqueeze(1)
-    start = lo.unsqueeze(1) + torch.div(i * a, n, rounding_mode="floor")
-    end = lo.unsqueeze(1) + torch.div((i + 1) * a + n - 1, n, rounding_mode="floor")
-    return start, end
+    [lo, hi] of each level in turn (``bin_edges`` of every level, concatenated); int64
+    tensors or numpy arrays."""
+    i, n = _bin_fractions(tuple(levels))
+    if isinstance(lo, torch.Tensor):
+        i, n = torch.from_numpy(i).to(lo.device), torch.from_numpy(n).to(lo.device)
+    a = (hi - lo + 1)[:, None]
+    return lo[:, None] + (i * a) // n, lo[:, None] + ((i + 1) * a + n - 1) // n
 
 
 @functools.lru_cache(maxsize=64)
-def _bin_fractions(levels: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each bin's index i and level n (int64, on the CPU) of every level in turn."""
-    return (torch.tensor([i for n in levels for i in range(n)], dtype=torch.int64),
-            torch.tensor([n for n in levels for _ in range(n)], dtype=torch.int64))
+def _bin_fractions(levels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Each bin's index i and level n (int64) of every level in turn."""
+    return (np.array([i for n in levels for i in range(n)], dtype=np.int64),
+            np.array([n for n in levels for _ in range(n)], dtype=np.int64))
 
 
-def _table_size(maps: list[torch.Tensor], index: torch.Tensor, heights: torch.Tensor,
-                widths: torch.Tensor) -> int:
+def _table_size(maps: list[torch.Tensor], index: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> int:
     """Rows of the sparse tables of every map with blocks up to the largest of the bins
     (``heights``, ``widths``: (K, B)) of the windows on it."""
-    m = len(maps)
-    ky = floor_log2(heights.amax(1))
-    kx = floor_log2(widths.amax(1))
-    ky_max = torch.zeros(m, dtype=torch.int64, device=index.device).scatter_reduce(0, index, ky, "amax")
-    kx_max = torch.zeros(m, dtype=torch.int64, device=index.device).scatter_reduce(0, index, kx, "amax")
-    hw = torch.tensor([f.shape[1] * f.shape[2] for f in maps], dtype=torch.int64, device=index.device)
+    ky_max, kx_max = (_max_per_map(floor_log2(v.max(1)), index, len(maps)) for v in (heights, widths))
+    hw = np.array([f.shape[1] * f.shape[2] for f in maps], dtype=np.int64)
     return int(((ky_max + 1) * (kx_max + 1) * hw).sum())
 
 
-def _distinct(key: torch.Tensor, space: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted distinct values of non-negative ``key`` (all < ``space``) and where each
-    element of ``key`` is among them (``values[inverse] == key``): by marking a dense
-    table when ``space`` is small (no sort), else with ``torch.unique``."""
+def _max_per_map(values: np.ndarray, index: np.ndarray, maps: int) -> np.ndarray:
+    """The largest of ``values`` on each map (``index``: each value's map; 0 where none)."""
+    out = np.zeros(maps, dtype=np.int64)
+    np.maximum.at(out, index, values)
+    return out
+
+
+def _distinct(key: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values of non-negative int64 ``key`` (all < ``space``) and where each
+    element of ``key`` is among them (``values[inverse] == key``): by marking a dense table
+    when ``space`` is small (no sort), else with ``np.unique``."""
     flat = key.reshape(-1)
-    if space > max(1 << 16, 8 * flat.numel()):
-        values, inverse = torch.unique(flat, return_inverse=True)
-        return values, inverse.view_as(key)
-    mark = torch.zeros(space, dtype=torch.bool, device=key.device).index_fill_(0, flat, True)
-    values = mark.nonzero().squeeze(1)
-    slot = torch.empty(space, dtype=torch.int64, device=key.device)
-    slot.index_copy_(0, values, torch.arange(values.shape[0], device=key.device))
-    return values, slot.index_select(0, flat).view_as(key)
+    if space > max(1 << 16, 8 * flat.size):
+        values, inverse = np.unique(flat, return_inverse=True)
+        return values, inverse.reshape(key.shape)
+    mark = np.zeros(space, dtype=bool)
+    mark[flat] = True
+    values = np.flatnonzero(mark)
+    slot = np.empty(space, dtype=np.int64)
+    slot[values] = np.arange(values.size)
+    return values, slot[key]
 
 
-def _lookup_bins(maps: list[torch.Tensor], index: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
-                 bin_rows: torch.Tensor, bin_cols: torch.Tensor, dtype: torch.dtype, extra_rows: int = 0
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def _lookup_bins(maps: list[torch.Tensor], index: np.ndarray, start: np.ndarray, end: np.ndarray,
+                 bin_rows: np.ndarray, bin_cols: np.ndarray, dtype: torch.dtype, extra_rows: int = 0
+                 ) -> tuple[torch.Tensor, np.ndarray]:
     """Max over each bin of windows on maps ``index`` (K,), each distinct bin looked up
     once. ``start``/``end`` (2 K, E): the windows' bin edges along y (first K rows), then x
     (``level_edges``); bin b spans row edge ``bin_rows[b]`` and column edge ``bin_cols[b]``.
-    Returns the (D + extra_rows, C) maxima in ``dtype`` (the last ``extra_rows`` rows left
-    for the caller) and each window's bins' rows in them (K, B).
+    Returns the (D + extra_rows, C) maxima in ``dtype`` on the maps' device (the last
+    ``extra_rows`` rows left for the caller) and each window's bins' rows in them (K, B).
 
     A bin is a pair of intervals, one per axis, and windows share intervals widely: the
     distinct intervals are found first (few), a bin is a pair of their ids, and its four
@@ -341,71 +354,59 @@ def _lookup_bins(maps: list[torch.Tensor], index: torch.Tensor, start: torch.Ten
     size = max(max(f.shape[1], f.shape[2]) for f in maps)
     # Distinct intervals of both axes by one key: (axis, map, start, length).
     length = end - start  # 1 .. size
-    axis_map = torch.cat([index, index + m]).unsqueeze(1)
+    axis_map = np.concatenate([index, index + m])[:, None]
     values, ids = _distinct((axis_map * size + start) * (size + 1) + length, 2 * m * size * (size + 1))
     i_len = values % (size + 1)
-    rest = torch.div(values, size + 1, rounding_mode="floor")
-    i_start, i_map = rest % size, torch.div(rest, size, rounding_mode="floor")
-    ny = int((i_map < m).sum())  # y intervals first (sorted keys), then x
+    rest = values // (size + 1)
+    i_start, i_map = rest % size, rest // size
+    ny = int(np.searchsorted(i_map, m))  # y intervals first (sorted keys), then x
     i_map = i_map % m
     level = floor_log2(i_len)
-    zeros = torch.zeros(m, dtype=torch.int64, device=index.device)
-    ky_max = zeros.scatter_reduce(0, i_map[:ny], level[:ny], "amax").tolist()
-    kx_max = zeros.scatter_reduce(0, i_map[ny:], level[ny:], "amax").tolist()
-    shapes = [(a + 1, b + 1, f.shape[1], f.shape[2]) for a, b, f in zip(ky_max, kx_max, maps)]
-    rows, geo = _flat_table(maps, shapes, dtype, index.device)
+    ky_max, kx_max = _max_per_map(level[:ny], i_map[:ny], m), _max_per_map(level[ny:], i_map[ny:], m)
+    shapes = [(int(a) + 1, int(b) + 1, f.shape[1], f.shape[2]) for a, b, f in zip(ky_max, kx_max, maps)]
+    rows, geo = _flat_table(maps, shapes, dtype)
     # Row of table entry [ky, kx, y, x] of a map: base + (ky * lx + kx) * h * w + y * w + x,
     # split into a part of the y interval (first, last block) and one of the x interval.
-    base, lx, h, w = geo.index_select(0, i_map).unbind(1)
-    is_y = torch.arange(values.shape[0], device=index.device) < ny
-    near = torch.where(is_y, base + level * lx * h * w + i_start * w, level * h * w + i_start)
-    far = near + (i_len - (1 << level)) * torch.where(is_y, w, 1)
-    nx = values.shape[0] - ny
-    y_ids = ids[:k].index_select(1, bin_rows.to(ids.device))
-    x_ids = ids[k:].index_select(1, bin_cols.to(ids.device)) - ny
-    key = y_ids * nx + x_ids
+    base, lx, h, w = geo[i_map].T
+    is_y = np.arange(values.size) < ny
+    near = np.where(is_y, base + level * lx * h * w + i_start * w, level * h * w + i_start)
+    far = near + (i_len - (1 << level)) * np.where(is_y, w, 1)
+    nx = values.size - ny
+    key = ids[:k][:, bin_rows] * nx + (ids[k:][:, bin_cols] - ny)
     bins, inverse = _distinct(key, ny * nx)
-    yi, xi = torch.div(bins, nx, rounding_mode="floor"), bins % nx + ny
+    yi, xi = bins // nx, bins % nx + ny
     # A side whose length is a power of two is one block: its two corners coincide. Order
     # the bins by how many distinct corners they have (1, 2 along x, 2 along y, 4) and
     # read only those.
     split = (i_len & (i_len - 1)) != 0
-    kind = split.index_select(0, yi).to(torch.int64) * 2 + split.index_select(0, xi)
-    order = torch.argsort(kind, stable=True)
-    counts = torch.bincount(kind, minlength=4).tolist()
-    rank = torch.empty_like(order).index_copy_(0, order, torch.arange(order.shape[0], device=order.device))
-    yi, xi = yi.index_select(0, order), xi.index_select(0, order)
-    t, b, l, r = near.index_select(0, yi), far.index_select(0, yi), near.index_select(0, xi), far.index_select(0, xi)
+    kind = split[yi].astype(np.int64) * 2 + split[xi]
+    order = np.argsort(kind, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    yi, xi = yi[order], xi[order]
+    t, b, l, r = near[yi], far[yi], near[xi], far[xi]
     c = rows.shape[1]
-    maxima = rows.new_empty((bins.shape[0] + extra_rows, c))
-    ends = np.cumsum([0, *counts]).tolist()
+    maxima = rows.new_empty((bins.size + extra_rows, c))
+    ends = np.cumsum([0, *np.bincount(kind, minlength=4)]).tolist()
     one, two_x, two_y, four = (slice(ends[i], ends[i + 1]) for i in range(4))
     _gather_rows(rows, t[one] + l[one], out=maxima[one])
     for part, corners in ((two_x, (t + l, t + r)), (two_y, (t + l, b + l)), (four, (t + l, t + r, b + l, b + r))):
-        g = _gather_rows(rows, torch.cat([v[part] for v in corners])).view(len(corners), -1, c)
+        g = _gather_rows(rows, np.concatenate([v[part] for v in corners])).view(len(corners), -1, c)
         _max_rows(g, out=maxima[part])
-    return maxima, rank.index_select(0, inverse.reshape(-1)).view_as(inverse)
+    return maxima, rank[inverse]
 
 
-def _flat_table(maps: list[torch.Tensor], shapes: list[tuple[int, int, int, int]], dtype: torch.dtype,
-                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every map's sparse table in one (rows, C) buffer of ``dtype``, filled in place, and
-    each map's (first row, block sizes in x, H, W) in it, (M, 4) on ``device``."""
+def _flat_table(maps: list[torch.Tensor], shapes: list[tuple[int, int, int, int]], dtype: torch.dtype
+                ) -> tuple[torch.Tensor, np.ndarray]:
+    """Every map's sparse table in one (rows, C) buffer of ``dtype`` on the maps' device,
+    filled in place, and each map's (first row, block sizes in x, H, W) in it, (M, 4)."""
     c = maps[0].shape[0]
     starts = np.cumsum([0] + [a * b * h * w for a, b, h, w in shapes])
     rows = maps[0].new_empty((int(starts[-1]), c), dtype=dtype)
     for f, shape, s0, s1 in zip(maps, shapes, starts[:-1], starts[1:]):
         sparse_table(f, shape[0] - 1, shape[1] - 1, out=rows[s0:s1].view(*shape, c))
     geometry = [(int(s0), b, h, w) for s0, (_, b, h, w) in zip(starts[:-1], shapes)]
-    return rows, torch.tensor(geometry, dtype=torch.int64, device=device)
-
-
-def _unique_first(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Distinct values of a 1-D tensor, the index of one occurrence of each, and the
-    inverse mapping (values[inverse] == key)."""
-    values, inverse = torch.unique(key, return_inverse=True)
-    first = torch.empty_like(values).scatter_(0, inverse, torch.arange(key.shape[0], device=key.device))
-    return values, first, inverse
+    return rows, np.array(geometry, dtype=np.int64).reshape(-1, 4)
 
 
 def _as_map_list(features: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -421,31 +422,33 @@ def _as_map_list(features: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.
     return maps
 
 
-def _check_rois(rois: torch.Tensor | np.ndarray | None, maps: list[torch.Tensor]) -> torch.Tensor:
-    """Validate rois against the maps; return (K, 5) int64 on the maps' device."""
-    device = maps[0].device
-    sizes = torch.tensor([f.shape[1:] for f in maps], dtype=torch.int64, device=device)  # (M, 2) h, w
+def _check_rois(rois: torch.Tensor | np.ndarray | None, maps: list[torch.Tensor]) -> np.ndarray:
+    """Validate rois against the maps; return them as (K, 5) int64 numpy (the host plans
+    which bins to look up)."""
+    sizes = np.array([tuple(f.shape[1:]) for f in maps], dtype=np.int64).reshape(-1, 2)  # (M, 2) h, w
     if rois is None:
-        idx = torch.arange(len(maps), device=device)
-        zeros = torch.zeros_like(idx)
-        return torch.stack([idx, zeros, zeros, sizes[:, 1] - 1, sizes[:, 0] - 1], dim=1)
-    rois = torch.as_tensor(rois, device=device)
-    if rois.dim() != 2 or rois.shape[1] not in (4, 5):
+        idx = np.arange(len(maps), dtype=np.int64)
+        zeros = np.zeros_like(idx)
+        return np.stack([idx, zeros, zeros, sizes[:, 1] - 1, sizes[:, 0] - 1], axis=1)
+    if isinstance(rois, torch.Tensor):
+        rois = rois.detach().cpu().numpy()
+    rois = np.asarray(rois)
+    if rois.ndim != 2 or rois.shape[1] not in (4, 5):
         raise ArgumentError(f"rois must be (K, 4) or (K, 5), got {tuple(rois.shape)}")
-    if rois.is_floating_point():
+    if not np.issubdtype(rois.dtype, np.integer):
         raise ArgumentError("rois must hold integer cell coordinates (see mapping.map_windows)")
-    rois = rois.to(torch.int64)
+    rois = rois.astype(np.int64)
     if rois.shape[1] == 4:
         if len(maps) != 1:
             raise ArgumentError("rois without a map index need a single feature map")
-        rois = torch.cat([rois.new_zeros((rois.shape[0], 1)), rois], dim=1)
+        rois = np.concatenate([np.zeros((rois.shape[0], 1), dtype=np.int64), rois], axis=1)
     if rois.shape[0]:
-        i, x0, y0, x1, y1 = rois.unbind(1)
+        i, x0, y0, x1, y1 = rois.T
         bad_index = (i < 0) | (i >= len(maps))
-        hw = sizes[i.clamp(0, len(maps) - 1)]
+        hw = sizes[i.clip(0, len(maps) - 1)]
         bad = bad_index | (x0 < 0) | (y0 < 0) | (x0 > x1) | (y0 > y1) | (x1 >= hw[:, 1]) | (y1 >= hw[:, 0])
-        if bool(bad.any()):
+        if bad.any():
             first = rois[bad][0].tolist()
             raise ArgumentError(f"roi {first} (map, x0, y0, x1, y1) is empty or outside its map "
-                             f"(map sizes {sizes.tolist()})")
+                                f"(map sizes {sizes.tolist()})")
     return rois
