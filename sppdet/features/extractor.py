@@ -10,7 +10,7 @@ import torch
 
 from sppdet.device import resolve_device
 from sppdet.features.backbones import Backbone
-from sppdet.features.mapping import map_windows, scale_boxes
+from sppdet.features.mapping import window_cells
 from sppdet.features.pyramid import (DEFAULT_MAX_SIZE, DEFAULT_SCALES, nearest_scale,
                                      scale_factors, to_input_tensor)
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
@@ -58,16 +58,16 @@ def pool_distinct_windows(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, s
     return spp.pool_distinct(maps.maps, window_rois(maps, boxes, stride, offset), dtype)
 
 
-def window_rois(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int, offset: float) -> torch.Tensor:
+def window_rois(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int, offset: float) -> np.ndarray:
     """(N, 5) int64 rois (scale index, x0, y0, x1, y1) of internal boxes (N, 4) in original
-    pixels: the scale whose scaled area is nearest 224 x 224 and the cells there, on the
-    maps' device."""
+    pixels: the scale whose scaled area is nearest 224 x 224 and the cells there (numpy:
+    pooling plans its lookups on the host)."""
     b = np.asarray(torch.as_tensor(boxes).cpu(), dtype=np.float64).reshape(-1, 4)
-    which = torch.from_numpy(nearest_scale(b, maps.factors))
-    sizes = torch.tensor([m.shape[1:] for m in maps.maps], dtype=torch.int64)
-    scaled = scale_boxes(b, maps.factors[which.numpy()])
-    cells = map_windows(scaled, stride, offset, sizes[which])
-    return torch.cat([which.unsqueeze(1), cells], dim=1).to(maps.maps[0].device)
+    which = nearest_scale(b, maps.factors)
+    sizes = np.array([tuple(m.shape[1:]) for m in maps.maps], dtype=np.int64).reshape(-1, 2)
+    scaled = b * np.tile(np.asarray(maps.factors, dtype=np.float64)[which], 2)
+    cells = window_cells(scaled, stride, offset, sizes[which])
+    return np.concatenate([which[:, None], cells], axis=1)
 
 
 class FeatureExtractor:

@@ -30,23 +30,29 @@ def map_windows(boxes: torch.Tensor | np.ndarray, stride: int, offset: float,
 
     ``map_hw`` is the map's (height, width), or one (height, width) per box, (N, 2).
     Returns a (N, 4) int64 tensor (x0, y0, x1, y1), 0 <= x0 <= x1 < W, 0 <= y0 <= y1 < H,
-    on the boxes' device.
+    on the boxes' device (``window_cells``, in numpy).
     """
-    b = torch.as_tensor(boxes).reshape(-1, 4).to(torch.float64)
-    hw = torch.as_tensor(map_hw, dtype=torch.float64, device=b.device).reshape(-1, 2)
+    device = boxes.device if isinstance(boxes, torch.Tensor) else torch.device("cpu")
+    return torch.from_numpy(window_cells(_numpy(boxes), stride, offset, _numpy(map_hw))).to(device)
+
+
+def window_cells(boxes: np.ndarray, stride: int, offset: float, map_hw: tuple[int, int] | np.ndarray) -> np.ndarray:
+    """``map_windows`` on numpy arrays: (N, 4) int64 inclusive cells (x0, y0, x1, y1)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    hw = np.asarray(map_hw, dtype=np.float64).reshape(-1, 2)
     first = b[:, :2]  # first pixel inside, x and y
     last = b[:, 2:] - 1.0  # last pixel inside
-    lo = torch.floor((first - offset) / stride + _EPS) + 1
-    hi = torch.ceil((last - offset) / stride - _EPS) - 1
-    limit = hw.flip(1) - 1  # (width - 1, height - 1), per box or shared
-    lo = torch.minimum(lo.clamp_min(0), limit)
-    hi = torch.minimum(hi.clamp_min(0), limit)
-    centre = torch.floor(((first + last) / 2 - offset) / stride + 0.5)  # ties go right
-    centre = torch.minimum(centre.clamp_min(0), limit)
+    lo = np.floor((first - offset) / stride + _EPS) + 1
+    hi = np.ceil((last - offset) / stride - _EPS) - 1
+    limit = hw[:, ::-1] - 1  # (width - 1, height - 1), per box or shared
+    lo = np.minimum(np.maximum(lo, 0), limit)
+    hi = np.minimum(np.maximum(hi, 0), limit)
+    centre = np.floor(((first + last) / 2 - offset) / stride + 0.5)  # ties go right
+    centre = np.minimum(np.maximum(centre, 0), limit)
     collapsed = lo > hi
-    lo = torch.where(collapsed, centre, lo)
-    hi = torch.where(collapsed, centre, hi)
-    return torch.cat([lo, hi], dim=1).to(torch.int64)
+    lo = np.where(collapsed, centre, lo)
+    hi = np.where(collapsed, centre, hi)
+    return np.concatenate([lo, hi], axis=1).astype(np.int64)
 
 
 def scale_boxes(boxes: np.ndarray | torch.Tensor, factors_xy: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -57,3 +63,7 @@ def scale_boxes(boxes: np.ndarray | torch.Tensor, factors_xy: np.ndarray | torch
     b = torch.as_tensor(boxes).reshape(-1, 4).to(torch.float64)
     f = torch.as_tensor(factors_xy, dtype=torch.float64, device=b.device).reshape(-1, 2)
     return b * f.repeat(1, 2)
+
+
+def _numpy(v: torch.Tensor | np.ndarray | tuple[int, int]) -> np.ndarray:
+    return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
