@@ -24,6 +24,9 @@ How it is computed without a loop over windows or bins:
   blocks up to their largest bin.
 - The maps of several scales (different sizes) share one flat table, so windows of every
   scale are pooled in one query.
+- Which bins to look up is planned on the host, in numpy (many small index operations, 2-3x
+  cheaper there than as torch ops); the table, the lookups and the output stay on the maps'
+  device.
 - Max pooling selects values, so pooling a float16 map in float16 is exact; the result is
   returned as float32 (float64 maps give float64, e.g. for gradient checks). Rounding is
   monotone, so pooling into bfloat16 gives the float32 result rounded.
@@ -272,6 +275,8 @@ class _Plan(NamedTuple):
 
 
 def _make_plan(levels: Sequence[int], looked_up: Sequence[int]) -> _Plan:
+    """The plan that looks up ``looked_up`` (in the order of ``levels``) and derives the
+    other levels, each from the smallest available multiple of it."""
     looked_up = tuple(n for n in levels if n in set(looked_up))
     edge_start = dict(zip(looked_up, np.cumsum([0, *looked_up[:-1]]).tolist()))
     offsets = dict(zip(levels, np.cumsum([0, *(n * n for n in levels[:-1])]).tolist()))
