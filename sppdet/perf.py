@@ -55,7 +55,8 @@ def channels_last_batch(fmap: torch.Tensor, dtype: torch.dtype = torch.float32) 
     channels-last map gets a batch stride of C, which ``contiguous`` accepts (the batch has
     one image) but which sends the depthwise convolution to its NCHW kernel; everything after
     it then runs in NCHW, 1.36x slower here for the shipped conv top
-    (``tests/features/test_conv_top.py``), and its output needs a transpose before pooling.
+    (``docs/benchmarks.md``, session 8; tested in
+    ``tests/features/test_pointwise_conv.py``), and its output needs a transpose before pooling.
     """
     c, h, w = fmap.shape
     out = torch.empty((1, c, h, w), dtype=dtype, device=fmap.device, memory_format=torch.channels_last)

@@ -10,7 +10,7 @@ import torch
 
 from sppdet.device import resolve_device
 from sppdet.features.backbones import Backbone
-from sppdet.features.mapping import window_cells
+from sppdet.features.mapping import scale_boxes, window_cells
 from sppdet.features.pyramid import (DEFAULT_MAX_SIZE, DEFAULT_SCALES, nearest_scale,
                                      scale_factors, to_input_tensor)
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
@@ -65,7 +65,7 @@ def window_rois(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int
     b = np.asarray(torch.as_tensor(boxes).cpu(), dtype=np.float64).reshape(-1, 4)
     which = nearest_scale(b, maps.factors)
     sizes = np.array([tuple(m.shape[1:]) for m in maps.maps], dtype=np.int64).reshape(-1, 2)
-    scaled = b * np.tile(np.asarray(maps.factors, dtype=np.float64)[which], 2)
+    scaled = scale_boxes(b, maps.factors[which]).numpy()
     cells = window_cells(scaled, stride, offset, sizes[which])
     return np.concatenate([which[:, None], cells], axis=1)
 

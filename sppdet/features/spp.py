@@ -61,8 +61,8 @@ _DEDUP_SHARE = 0.75
 
 @contextlib.contextmanager
 def single_thread_on_cpu(device: torch.device) -> Iterator[None]:
-    """Run the many small, memory-bound pooling ops on one CPU thread: with intra-op
-    threads, every op waits at a barrier, which costs a scheduler slice whenever the other
+    """Run pooling's memory-bound torch ops on one CPU thread: with intra-op threads,
+    every op waits at a barrier, which costs a scheduler slice whenever the other
     cores are busy (measured: 10x slower pooling on a loaded 2-core machine)."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
@@ -113,7 +113,9 @@ def sparse_table(fmap: torch.Tensor, ky_max: int, kx_max: int, out: torch.Tensor
 
 def _max_rows(parts: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Elementwise max of ``parts`` (P, N, C) over its first axis, into ``out`` (N, C)."""
-    torch.maximum(parts[0], parts[1], out=out) if parts.shape[0] > 1 else out.copy_(parts[0])
+    if parts.shape[0] == 1:
+        return out.copy_(parts[0])
+    torch.maximum(parts[0], parts[1], out=out)
     for p in parts[2:]:
         torch.maximum(out, p, out=out)
     return out
