@@ -10,7 +10,7 @@ import torch
 
 from sppdet.device import resolve_device
 from sppdet.features.backbones import Backbone
-from sppdet.features.mapping import scale_boxes, window_cells
+from sppdet.features.mapping import scale_box_array, window_cells
 from sppdet.features.pyramid import (DEFAULT_MAX_SIZE, DEFAULT_SCALES, nearest_scale,
                                      scale_factors, to_input_tensor)
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
@@ -62,11 +62,15 @@ def window_rois(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int
     """(N, 5) int64 rois (scale index, x0, y0, x1, y1) of internal boxes (N, 4) in original
     pixels: the scale whose scaled area is nearest 224 x 224 and the cells there (numpy:
     pooling plans its lookups on the host)."""
-    b = np.asarray(torch.as_tensor(boxes).cpu(), dtype=np.float64).reshape(-1, 4)
-    which = nearest_scale(b, maps.factors)
+    b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
     sizes = np.array([tuple(m.shape[1:]) for m in maps.maps], dtype=np.int64).reshape(-1, 2)
-    scaled = scale_boxes(b, maps.factors[which]).numpy()
-    cells = window_cells(scaled, stride, offset, sizes[which])
+    if len(maps.maps) == 1:  # one scale: every window on it
+        which = np.zeros(b.shape[0], dtype=np.int64)
+        cells = window_cells(scale_box_array(b, maps.factors[0]), stride, offset, sizes[0])
+    else:
+        which = nearest_scale(b, maps.factors)
+        cells = window_cells(scale_box_array(b, maps.factors[which]), stride, offset, sizes[which])
     return np.concatenate([which[:, None], cells], axis=1)
 
 

@@ -56,13 +56,20 @@ def window_cells(boxes: np.ndarray, stride: int, offset: float, map_hw: tuple[in
 
 
 def scale_boxes(boxes: np.ndarray | torch.Tensor, factors_xy: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Boxes in original pixels -> boxes in the resized image (x by fx, y by fy).
+    """Boxes in original pixels -> boxes in the resized image (x by fx, y by fy), as a
+    float64 tensor on the boxes' device (``scale_box_array``, in numpy).
 
     ``factors_xy`` is one (fx, fy) pair, or one pair per box, (N, 2).
     """
-    b = torch.as_tensor(boxes).reshape(-1, 4).to(torch.float64)
-    f = torch.as_tensor(factors_xy, dtype=torch.float64, device=b.device).reshape(-1, 2)
-    return b * f.repeat(1, 2)
+    device = boxes.device if isinstance(boxes, torch.Tensor) else torch.device("cpu")
+    return torch.from_numpy(scale_box_array(_numpy(boxes), _numpy(factors_xy))).to(device)
+
+
+def scale_box_array(boxes: np.ndarray, factors_xy: np.ndarray | tuple[float, float]) -> np.ndarray:
+    """``scale_boxes`` on numpy arrays: (N, 4) float64."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    f = np.asarray(factors_xy, dtype=np.float64).reshape(-1, 2)
+    return b * np.concatenate([f, f], axis=1)
 
 
 def _numpy(v: torch.Tensor | np.ndarray | tuple[int, int]) -> np.ndarray:

@@ -13,7 +13,8 @@ How it is computed without a loop over windows or bins:
 - A bin is a pair of cell intervals, one per axis. Windows share intervals and bins widely
   (always on coarse stride-32 maps): the distinct intervals are found first (by marking a
   small dense table, no sort), a bin is a pair of interval ids, and each distinct bin is
-  looked up once, then copied to every window that has it, straight into the output.
+  looked up once, then copied to every window that has it, straight into the output. A bin
+  that is one table entry (both sides powers of two) is copied from the table itself.
 - Coarser levels can be unions of a finer level's bins: bin i of n is the union of bins
   i m .. i m + m - 1 of n m (floor(i m a / (n m)) = floor(i a / n), likewise for the
   ceiling, and consecutive bins touch or overlap). Coarse maps (a table up to the looked-up
@@ -26,7 +27,10 @@ How it is computed without a loop over windows or bins:
   scale are pooled in one query.
 - Which bins to look up is planned on the host, in numpy (many small index operations, 2-3x
   cheaper there than as torch ops); the table, the lookups and the output stay on the maps'
-  device.
+  device. On the CPU they use torch's intra-op threads, as the conv layers do: the copies
+  are bound by each core's memory traffic, so two threads make them 1.8x faster. (Threads
+  that share a core with other busy work wait at every op, for pooling as for the conv:
+  give torch only the free cores, as the commands do with their proposal workers.)
 - Max pooling selects values, so pooling a float16 map in float16 is exact; the result is
   returned as float32 (float64 maps give float64, e.g. for gradient checks). Rounding is
   monotone, so pooling into bfloat16 gives the float32 result rounded.
@@ -43,9 +47,8 @@ channel c of bin (row i, column j) of level n.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -57,22 +60,6 @@ from sppdet.errors import ArgumentError
 DEFAULT_LEVELS: tuple[int, ...] = (1, 2, 3, 6)
 # Pool only the distinct windows when they are at most this share of all windows.
 _DEDUP_SHARE = 0.75
-
-
-@contextlib.contextmanager
-def single_thread_on_cpu(device: torch.device) -> Iterator[None]:
-    """Run pooling's memory-bound torch ops on one CPU thread: with intra-op threads,
-    every op waits at a barrier, which costs a scheduler slice whenever the other
-    cores are busy (measured: 10x slower pooling on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def bin_edges(lo: torch.Tensor, hi: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,9 +110,12 @@ def _max_rows(parts: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 def _gather_rows(rows: torch.Tensor, index: torch.Tensor | np.ndarray,
                  out: torch.Tensor | None = None) -> torch.Tensor:
-    """rows[index] (into ``out`` when given, a contiguous (len(index), C) tensor); on the CPU
-    without autograd through numpy, several times faster than torch.index_select."""
-    if rows.device.type == "cpu" and not (torch.is_grad_enabled() and rows.requires_grad):
+    """rows[index] (into ``out`` when given, a contiguous (len(index), C) tensor). On one CPU
+    thread without autograd through numpy's take (faster there than torch.index_select);
+    on several, torch.index_select splits the rows between the threads (1.8x on two cores:
+    the copy is bound by each core's memory traffic)."""
+    if (rows.device.type == "cpu" and torch.get_num_threads() == 1
+            and not (torch.is_grad_enabled() and rows.requires_grad)):
         # numpy has no bfloat16: move the same 16 bits.
         as_np = (lambda t: t.detach().view(torch.int16).numpy()) if rows.dtype == torch.bfloat16 else (
             lambda t: t.detach().numpy())
@@ -177,10 +167,8 @@ class SpatialPyramidPooling(nn.Module):
 
     def forward(self, features: torch.Tensor | Sequence[torch.Tensor],
                 rois: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
-        maps = _as_map_list(features)
-        with single_thread_on_cpu(maps[0].device):
-            pooled, inverse = self._pool_distinct(maps, rois, _DEDUP_SHARE)
-            return pooled if pooled.shape[0] == inverse.shape[0] else pooled.index_select(0, inverse)
+        pooled, inverse = self._pool_distinct(_as_map_list(features), rois, _DEDUP_SHARE)
+        return pooled if pooled.shape[0] == inverse.shape[0] else pooled.index_select(0, inverse)
 
     def pool_distinct(self, features: torch.Tensor | Sequence[torch.Tensor],
                       rois: torch.Tensor | np.ndarray | None = None,
@@ -190,9 +178,7 @@ class SpatialPyramidPooling(nn.Module):
         features (default as ``forward``); bfloat16 gives exactly ``forward``'s values rounded
         to bfloat16 (rounding is monotone, so it commutes with max), at half the memory
         traffic."""
-        maps = _as_map_list(features)
-        with single_thread_on_cpu(maps[0].device):
-            return self._pool_distinct(maps, rois, 1.0, dtype)
+        return self._pool_distinct(_as_map_list(features), rois, 1.0, dtype)
 
     def _pool_distinct(self, maps: list[torch.Tensor], rois: torch.Tensor | np.ndarray | None,
                        max_share: float, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,22 +218,26 @@ class SpatialPyramidPooling(nn.Module):
             start, end = level_edges(lo, hi, plan.looked_up)
         table_dtype = dtype if dtype.itemsize <= maps[0].dtype.itemsize else maps[0].dtype
         derived_rows = k * sum(n * n for n, _ in plan.derived)
-        maxima, inverse = _lookup_bins(maps, index, start, end, plan.bin_rows, plan.bin_cols, table_dtype,
+        values, inverse = _lookup_bins(maps, index, start, end, plan.bin_rows, plan.bin_cols, table_dtype,
                                        extra_rows=derived_rows)
-        # Each output bin's row in ``maxima``: looked-up bins, then derived ones appended.
+        # Each output bin's row in ``values``: looked-up bins, then derived ones appended.
         row_of = np.empty((k, self.num_bins), dtype=np.int64)
         row_of[:, plan.positions] = inverse
-        next_row = maxima.shape[0] - derived_rows
+        next_row = values.shape[0] - derived_rows
         for n, src in plan.derived:  # a level whose bins are unions of a finer level's bins
             s = src // n
             # Bin (i, j) of level n is the union of bins (i s + a, j s + b) of level src.
             parts = row_of[:, self._offsets[src]:self._offsets[src] + src * src].reshape(k, n, s, n, s)
             parts = parts.transpose(2, 4, 0, 1, 3).reshape(-1)
-            _max_rows(_gather_rows(maxima, parts).view(s * s, k * n * n, c), out=maxima[next_row:next_row + k * n * n])
+            _max_rows(_gather_rows(values, parts).view(s * s, k * n * n, c), out=values[next_row:next_row + k * n * n])
             row_of[:, self._offsets[n]:self._offsets[n] + n * n] = np.arange(
                 next_row, next_row + k * n * n).reshape(k, n * n)
             next_row += k * n * n
-        return _gather_rows(maxima.to(dtype), row_of.reshape(-1)).view(k, -1)
+        row_of = row_of.reshape(-1)
+        if values.dtype != dtype:  # convert only the rows the output uses, not the whole table
+            used, row_of = _distinct(row_of, values.shape[0])
+            values = _gather_rows(values, used).to(dtype)
+        return _gather_rows(values, row_of).view(k, -1)
 
     def _pool_differentiable(self, maps: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         """The same bins window by window with ``adaptive_max_pool2d`` (whose bin i of n over
@@ -298,12 +288,16 @@ def level_edges(lo: torch.Tensor | np.ndarray, hi: torch.Tensor | np.ndarray, le
                 ) -> tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]:
     """Start (inclusive) and end (exclusive) cells (K, sum(levels)) of the bins over cells
     [lo, hi] of each level in turn (``bin_edges`` of every level, concatenated); int64
-    tensors or numpy arrays."""
+    tensors or numpy arrays. The bins' offsets from ``lo`` depend only on the region's
+    size a: they are computed once per size up to the largest (a map side at most) and
+    looked up, with no division per window."""
     i, n = _bin_fractions(tuple(levels))
+    a = hi - lo + 1
+    sizes = np.arange(int(a.max()) + 1 if a.shape[0] else 1, dtype=np.int64)[:, None]
+    first, end = (i * sizes) // n, ((i + 1) * sizes + n - 1) // n
     if isinstance(lo, torch.Tensor):
-        i, n = torch.from_numpy(i).to(lo.device), torch.from_numpy(n).to(lo.device)
-    a = (hi - lo + 1)[:, None]
-    return lo[:, None] + (i * a) // n, lo[:, None] + ((i + 1) * a + n - 1) // n
+        first, end = torch.from_numpy(first).to(lo.device), torch.from_numpy(end).to(lo.device)
+    return lo[:, None] + first[a], lo[:, None] + end[a]
 
 
 @functools.lru_cache(maxsize=64)
@@ -323,6 +317,8 @@ def _table_size(maps: list[torch.Tensor], index: np.ndarray, heights: np.ndarray
 
 def _max_per_map(values: np.ndarray, index: np.ndarray, maps: int) -> np.ndarray:
     """The largest of ``values`` on each map (``index``: each value's map; 0 where none)."""
+    if maps == 1:
+        return np.array([values.max(initial=0)], dtype=np.int64)
     out = np.zeros(maps, dtype=np.int64)
     np.maximum.at(out, index, values)
     return out
@@ -350,12 +346,15 @@ def _lookup_bins(maps: list[torch.Tensor], index: np.ndarray, start: np.ndarray,
     """Max over each bin of windows on maps ``index`` (K,), each distinct bin looked up
     once. ``start``/``end`` (2 K, E): the windows' bin edges along y (first K rows), then x
     (``level_edges``); bin b spans row edge ``bin_rows[b]`` and column edge ``bin_cols[b]``.
-    Returns the (D + extra_rows, C) maxima in ``dtype`` on the maps' device (the last
-    ``extra_rows`` rows left for the caller) and each window's bins' rows in them (K, B).
+    Returns a (rows, C) buffer in ``dtype`` on the maps' device that holds every bin's max
+    (the last ``extra_rows`` rows left for the caller), and each window's bins' rows in it
+    (K, B).
 
     A bin is a pair of intervals, one per axis, and windows share intervals widely: the
     distinct intervals are found first (few), a bin is a pair of their ids, and its four
-    table corners are sums of a row part and a column part.
+    table corners are sums of a row part and a column part. The buffer is the sparse table
+    followed by the maxima of the bins that are not one table entry: a bin whose sides are
+    powers of two is its table entry's row, with no copy.
     """
     k, m = index.shape[0], len(maps)
     size = max(max(f.shape[1], f.shape[2]) for f in maps)
@@ -367,53 +366,54 @@ def _lookup_bins(maps: list[torch.Tensor], index: np.ndarray, start: np.ndarray,
     rest = values // (size + 1)
     i_start, i_map = rest % size, rest // size
     ny = int(np.searchsorted(i_map, m))  # y intervals first (sorted keys), then x
+    nx = values.size - ny
     i_map = i_map % m
     level = floor_log2(i_len)
-    ky_max, kx_max = _max_per_map(level[:ny], i_map[:ny], m), _max_per_map(level[ny:], i_map[ny:], m)
-    shapes = [(int(a) + 1, int(b) + 1, f.shape[1], f.shape[2]) for a, b, f in zip(ky_max, kx_max, maps)]
-    rows, geo = _flat_table(maps, shapes, dtype)
-    # Row of table entry [ky, kx, y, x] of a map: base + (ky * lx + kx) * h * w + y * w + x,
-    # split into a part of the y interval (first, last block) and one of the x interval.
-    base, lx, h, w = geo[i_map].T
-    is_y = np.arange(values.size) < ny
-    near = np.where(is_y, base + level * lx * h * w + i_start * w, level * h * w + i_start)
-    far = near + (i_len - (1 << level)) * np.where(is_y, w, 1)
-    nx = values.size - ny
-    key = ids[:k][:, bin_rows] * nx + (ids[k:][:, bin_cols] - ny)
+    key = np.take(ids[:k] * nx, bin_rows, axis=1) + np.take(ids[k:] - ny, bin_cols, axis=1)
     bins, inverse = _distinct(key, ny * nx)
     yi, xi = bins // nx, bins % nx + ny
     # A side whose length is a power of two is one block: its two corners coincide. Order
     # the bins by how many distinct corners they have (1, 2 along x, 2 along y, 4) and
     # read only those.
     split = (i_len & (i_len - 1)) != 0
-    kind = split[yi].astype(np.int64) * 2 + split[xi]
-    order = np.argsort(kind, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
+    kind = split[yi].astype(np.int8) * 2 + split[xi]
+    order = np.argsort(kind, kind="stable")  # a radix sort for 8-bit keys
+    ends = np.cumsum([0, *np.bincount(kind, minlength=4)]).tolist()
+    ky_max, kx_max = _max_per_map(level[:ny], i_map[:ny], m), _max_per_map(level[ny:], i_map[ny:], m)
+    shapes = [(int(a) + 1, int(b) + 1, f.shape[1], f.shape[2]) for a, b, f in zip(ky_max, kx_max, maps)]
+    looked_up = bins.size - ends[1]
+    rows, geo, table_rows = _flat_table(maps, shapes, dtype, extra_rows=looked_up + extra_rows)
+    # Row of table entry [ky, kx, y, x] of a map: base + (ky * lx + kx) * h * w + y * w + x,
+    # split into a part of the y interval (first, last block) and one of the x interval.
+    base, lx, h, w = geo[i_map].T
+    is_y = np.arange(values.size) < ny
+    near = np.where(is_y, base + level * lx * h * w + i_start * w, level * h * w + i_start)
+    far = near + (i_len - (1 << level)) * np.where(is_y, w, 1)
     yi, xi = yi[order], xi[order]
     t, b, l, r = near[yi], far[yi], near[xi], far[xi]
+    row_of_bin = np.empty(bins.size, dtype=np.int64)
+    row_of_bin[order[:ends[1]]] = t[:ends[1]] + l[:ends[1]]
+    row_of_bin[order[ends[1]:]] = np.arange(table_rows, table_rows + looked_up)
     c = rows.shape[1]
-    maxima = rows.new_empty((bins.size + extra_rows, c))
-    ends = np.cumsum([0, *np.bincount(kind, minlength=4)]).tolist()
-    one, two_x, two_y, four = (slice(ends[i], ends[i + 1]) for i in range(4))
-    _gather_rows(rows, t[one] + l[one], out=maxima[one])
-    for part, corners in ((two_x, (t + l, t + r)), (two_y, (t + l, b + l)), (four, (t + l, t + r, b + l, b + r))):
+    for i, corners in ((1, (t + l, t + r)), (2, (t + l, b + l)), (3, (t + l, t + r, b + l, b + r))):
+        part = slice(ends[i], ends[i + 1])
         g = _gather_rows(rows, np.concatenate([v[part] for v in corners])).view(len(corners), -1, c)
-        _max_rows(g, out=maxima[part])
-    return maxima, rank[inverse]
+        _max_rows(g, out=rows[table_rows + ends[i] - ends[1]:table_rows + ends[i + 1] - ends[1]])
+    return rows, row_of_bin[inverse]
 
 
-def _flat_table(maps: list[torch.Tensor], shapes: list[tuple[int, int, int, int]], dtype: torch.dtype
-                ) -> tuple[torch.Tensor, np.ndarray]:
+def _flat_table(maps: list[torch.Tensor], shapes: list[tuple[int, int, int, int]], dtype: torch.dtype,
+                extra_rows: int = 0) -> tuple[torch.Tensor, np.ndarray, int]:
     """Every map's sparse table in one (rows, C) buffer of ``dtype`` on the maps' device,
-    filled in place, and each map's (first row, block sizes in x, H, W) in it, (M, 4)."""
+    filled in place and followed by ``extra_rows`` rows left for the caller; each map's
+    (first row, block sizes in x, H, W) in it, (M, 4); and the number of table rows."""
     c = maps[0].shape[0]
     starts = np.cumsum([0] + [a * b * h * w for a, b, h, w in shapes])
-    rows = maps[0].new_empty((int(starts[-1]), c), dtype=dtype)
+    rows = maps[0].new_empty((int(starts[-1]) + extra_rows, c), dtype=dtype)
     for f, shape, s0, s1 in zip(maps, shapes, starts[:-1], starts[1:]):
         sparse_table(f, shape[0] - 1, shape[1] - 1, out=rows[s0:s1].view(*shape, c))
     geometry = [(int(s0), b, h, w) for s0, (_, b, h, w) in zip(starts[:-1], shapes)]
-    return rows, np.array(geometry, dtype=np.int64).reshape(-1, 4)
+    return rows, np.array(geometry, dtype=np.int64).reshape(-1, 4), int(starts[-1])
 
 
 def _as_map_list(features: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -449,7 +449,7 @@ def _check_rois(rois: torch.Tensor | np.ndarray | None, maps: list[torch.Tensor]
         if len(maps) != 1:
             raise ArgumentError("rois without a map index need a single feature map")
         rois = np.concatenate([np.zeros((rois.shape[0], 1), dtype=np.int64), rois], axis=1)
-    if rois.shape[0]:
+    if rois.shape[0] and not _rois_inside(rois, sizes):
         i, x0, y0, x1, y1 = rois.T
         bad_index = (i < 0) | (i >= len(maps))
         hw = sizes[i.clip(0, len(maps) - 1)]
@@ -459,3 +459,16 @@ def _check_rois(rois: torch.Tensor | np.ndarray | None, maps: list[torch.Tensor]
             raise ArgumentError(f"roi {first} (map, x0, y0, x1, y1) is empty or outside its map "
                                 f"(map sizes {sizes.tolist()})")
     return rois
+
+
+def _rois_inside(rois: np.ndarray, sizes: np.ndarray) -> bool:
+    """Whether every roi (K, 5) is a non-empty cell box inside its map (sizes (M, 2) h, w),
+    by a few reductions (the common case; ``_check_rois`` finds the culprit otherwise)."""
+    index, corners = rois[:, 0], rois[:, 1:]
+    if index.min() < 0 or index.max() >= sizes.shape[0]:
+        return False
+    if corners.min() < 0 or (corners[:, 2:] - corners[:, :2]).min() < 0:
+        return False
+    if sizes.shape[0] == 1:
+        return bool((corners[:, 2:].max(0) < sizes[0, ::-1]).all())
+    return bool((corners[:, 2:] < sizes[index][:, ::-1]).all())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sppdet.features.mapping import map_windows, scale_boxes
+from sppdet.features.mapping import map_windows, scale_box_array, scale_boxes
 
 
 def cells(box, stride=16, offset=0.0, map_hw=(10, 10)):
@@ -88,3 +88,5 @@ def test_per_box_map_sizes_and_scaling():
     per_box = scale_boxes(boxes, np.array([[1.0, 1.0], [0.5, 2.0]]))
     assert per_box[1].tolist() == [0.0, 0.0, 80.0, 320.0]
     assert isinstance(per_box, torch.Tensor)
+    assert scale_box_array(boxes, np.array([[1.0, 1.0], [0.5, 2.0]])).tolist() == per_box.tolist()
+    assert scale_box_array(np.array([[10, 20, 30, 40]]), (2.0, 0.5)).tolist() == [[20.0, 10.0, 60.0, 20.0]]

@@ -229,12 +229,20 @@ def test_distinct_matches_sorted_unique(space):
     assert np.array_equal(values[inverse], key)
 
 
-def test_level_edges_concatenate_bin_edges():
-    lo, hi = torch.tensor([0, 3, 5, 2]), torch.tensor([0, 9, 30, 4])
-    start, end = level_edges(lo, hi, (1, 2, 3, 6))
-    want = [bin_edges(lo, hi, n) for n in (1, 2, 3, 6)]
-    assert torch.equal(start, torch.cat([s for s, _ in want], 1))
-    assert torch.equal(end, torch.cat([e for _, e in want], 1))
+@pytest.mark.parametrize("as_array", [lambda v: np.array(v, dtype=np.int64),
+                                      lambda v: torch.tensor(v, dtype=torch.int64)])
+def test_level_edges_match_the_bin_formula(as_array):
+    """Every level's bins, concatenated, by the formula bin i of n over a cells from lo:
+    [lo + floor(i a / n), lo + ceil((i + 1) a / n)), for numpy and torch, and no windows."""
+    lo, hi = [0, 3, 5, 2, 7, 0], [0, 9, 30, 4, 7, 40]
+    levels = (1, 2, 3, 6, 4)
+    start, end = level_edges(as_array(lo), as_array(hi), levels)
+    assert type(start) is type(as_array(lo)) and start.dtype == end.dtype and start.shape == (6, 16)
+    want_start = [[a + (i * (b - a + 1)) // n for n in levels for i in range(n)] for a, b in zip(lo, hi)]
+    want_end = [[a + -(-((i + 1) * (b - a + 1)) // n) for n in levels for i in range(n)] for a, b in zip(lo, hi)]
+    assert start.tolist() == want_start and end.tolist() == want_end
+    empty = level_edges(as_array(lo[:0]), as_array(hi[:0]), levels)
+    assert tuple(empty[0].shape) == (0, 16) and tuple(empty[1].shape) == (0, 16)
 
 
 def test_pool_distinct_pools_each_distinct_window_once():
@@ -265,3 +273,34 @@ def test_bfloat16_pooling_is_the_float32_result_rounded(size, k, map_dtype):
     assert pooled.dtype == torch.bfloat16
     want = spp(fmap, rois).to(torch.bfloat16)
     assert torch.equal(pooled[inverse], want)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("size, k", [((6, 8), 300), ((60, 80), 20)])
+def test_one_and_two_threads_match_brute_force(threads, size, k):
+    """On one CPU thread the rows are copied by numpy, on several by torch's threads: the
+    same values as the loop (coarse and fine maps, float32 and bfloat16 features)."""
+    rng = np.random.default_rng(k + threads)
+    fmap = torch.randn(7, *size, generator=torch.Generator().manual_seed(k))
+    rois = random_rois(rng, [size], k)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        spp = SpatialPyramidPooling()
+        got = spp(fmap, torch.tensor(rois))
+        pooled, inverse = spp.pool_distinct(fmap, torch.tensor(rois), torch.bfloat16)
+    finally:
+        torch.set_num_threads(before)
+    want = brute_force([fmap], rois, (1, 2, 3, 6))
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert torch.equal(pooled[inverse], want.to(torch.bfloat16))
+
+
+def test_rois_outside_their_own_map_are_refused():
+    """Each roi is checked against its own map's size (here inside map 0, outside map 1)."""
+    maps = [torch.randn(3, 6, 8), torch.randn(3, 3, 4)]
+    spp = SpatialPyramidPooling()
+    assert spp(maps, torch.tensor([[0, 0, 0, 7, 5], [1, 0, 0, 3, 2]])).shape == (2, 150)
+    for bad in ([1, 0, 0, 5, 2], [1, 0, 0, 3, 4], [2, 0, 0, 1, 1], [0, 2, 1, 1, 1]):
+        with pytest.raises(ValueError, match=r"outside its map"):
+            spp(maps, torch.tensor([[0, 0, 0, 1, 1], bad]))
