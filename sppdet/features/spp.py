@@ -208,21 +208,18 @@ class SpatialPyramidPooling(nn.Module):
 
     def _pool(self, maps: list[torch.Tensor], rois: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         k, c = rois.shape[0], maps[0].shape[0]
-        index, x0, y0, x1, y1 = rois.T
-        lo, hi = np.concatenate([y0, x0]), np.concatenate([y1, x1])  # both axes at once
+        spans = _Spans.of(rois, maps)
         plan = self._coarse_plan
-        start, end = level_edges(lo, hi, plan.looked_up)
-        if _table_size(maps, index, end[:k] - start[:k], end[k:] - start[k:]) > k * self.num_bins:
+        start, end = level_edges(spans.lo, spans.hi, plan.looked_up)
+        if spans.table_size(maps, end - start) > k * self.num_bins:
             # Fine maps: a table up to every level's bins would outgrow the output.
             plan = self._fine_plan
-            start, end = level_edges(lo, hi, plan.looked_up)
+            start, end = level_edges(spans.lo, spans.hi, plan.looked_up)
         table_dtype = dtype if dtype.itemsize <= maps[0].dtype.itemsize else maps[0].dtype
         derived_rows = k * sum(n * n for n, _ in plan.derived)
-        values, inverse = _lookup_bins(maps, index, start, end, plan.bin_rows, plan.bin_cols, table_dtype,
-                                       extra_rows=derived_rows)
         # Each output bin's row in ``values``: looked-up bins, then derived ones appended.
-        row_of = np.empty((k, self.num_bins), dtype=np.int64)
-        row_of[:, plan.positions] = inverse
+        values, row_of = _lookup_bins(maps, spans, start, end, plan.bin_rows, plan.bin_cols, table_dtype,
+                                      extra_rows=derived_rows)
         next_row = values.shape[0] - derived_rows
         for n, src in plan.derived:  # a level whose bins are unions of a finer level's bins
             s = src // n
@@ -254,10 +251,11 @@ class SpatialPyramidPooling(nn.Module):
 
 
 class _Plan(NamedTuple):
-    """How a pyramid is pooled: the levels looked up in the table, each looked-up bin's row
-    and column edge (indices into the concatenated edges of ``looked_up``) and its position
-    among the output's bins, and the derived levels in order, each with the finer level
-    whose bins it is the union of."""
+    """How a pyramid is pooled: the levels looked up in the table; for each of the output's
+    bins its row and column edge (indices into the concatenated edges of ``looked_up``;
+    at the positions of derived levels, those of the first looked-up bin, a placeholder);
+    the output positions of the looked-up bins; and the derived levels in order, each with
+    the finer level whose bins it is the union of."""
 
     looked_up: tuple[int, ...]
     bin_rows: np.ndarray
@@ -272,16 +270,17 @@ def _make_plan(levels: Sequence[int], looked_up: Sequence[int]) -> _Plan:
     looked_up = tuple(n for n in levels if n in set(looked_up))
     edge_start = dict(zip(looked_up, np.cumsum([0, *looked_up[:-1]]).tolist()))
     offsets = dict(zip(levels, np.cumsum([0, *(n * n for n in levels[:-1])]).tolist()))
-    rows = [edge_start[n] + i for n in looked_up for i in range(n) for _ in range(n)]
-    cols = [edge_start[n] + j for n in looked_up for _ in range(n) for j in range(n)]
     positions = [offsets[n] + b for n in looked_up for b in range(n * n)]
+    rows = np.full(sum(n * n for n in levels), edge_start[looked_up[0]], dtype=np.int64)
+    cols = rows.copy()
+    rows[positions] = [edge_start[n] + i for n in looked_up for i in range(n) for _ in range(n)]
+    cols[positions] = [edge_start[n] + j for n in looked_up for _ in range(n) for j in range(n)]
     derived, have = [], set(looked_up)
     for n in sorted(set(levels) - have, reverse=True):  # coarser levels from finer ones
         src = min(m for m in have if m % n == 0)
         derived.append((n, src))
         have.add(n)
-    as_array = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
-    return _Plan(looked_up, as_array(rows), as_array(cols), as_array(positions), tuple(derived))
+    return _Plan(looked_up, rows, cols, np.array(positions, dtype=np.int64), tuple(derived))
 
 
 def level_edges(lo: torch.Tensor | np.ndarray, hi: torch.Tensor | np.ndarray, levels: Sequence[int]
@@ -307,12 +306,39 @@ def _bin_fractions(levels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
             np.array([n for n in levels for _ in range(n)], dtype=np.int64))
 
 
-def _table_size(maps: list[torch.Tensor], index: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> int:
-    """Rows of the sparse tables of every map with blocks up to the largest of the bins
-    (``heights``, ``widths``: (K, B)) of the windows on it."""
-    ky_max, kx_max = (_max_per_map(floor_log2(v.max(1)), index, len(maps)) for v in (heights, widths))
-    hw = np.array([f.shape[1] * f.shape[2] for f in maps], dtype=np.int64)
-    return int(((ky_max + 1) * (kx_max + 1) * hw).sum())
+class _Spans(NamedTuple):
+    """The distinct cell spans [lo, hi] of the windows along both axes: span ``s`` lies on
+    map ``map[s]`` along y (``s < ny``) or x, and window w spans ``of_window[w]`` along y
+    and ``of_window[K + w]`` along x. Windows share spans widely (a few hundred for
+    thousands of windows), so bin edges and intervals are computed per span."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    map: np.ndarray
+    ny: int
+    of_window: np.ndarray
+    maps: int
+    size: int
+
+    @classmethod
+    def of(cls, rois: np.ndarray, maps: list[torch.Tensor]) -> "_Spans":
+        index, x0, y0, x1, y1 = rois.T
+        m, size = len(maps), max(max(f.shape[1], f.shape[2]) for f in maps)
+        axis_map = np.concatenate([index, index + m])  # y spans first, then x
+        key = (axis_map * size + np.concatenate([y0, x0])) * size + np.concatenate([y1, x1])
+        values, of_window = _distinct(key, 2 * m * size * size)
+        lo, hi = (values // size) % size, values % size
+        axis_map = values // (size * size)
+        return cls(lo, hi, axis_map % m, int(np.searchsorted(axis_map, m)), of_window, m, size)
+
+    def table_size(self, maps: list[torch.Tensor], lengths: np.ndarray) -> int:
+        """Rows of the sparse tables of every map with blocks up to the largest of the bins
+        (``lengths``: (S, E), the bins' lengths along each span) on it."""
+        level = floor_log2(lengths.max(1))
+        ky_max = _max_per_map(level[:self.ny], self.map[:self.ny], self.maps)
+        kx_max = _max_per_map(level[self.ny:], self.map[self.ny:], self.maps)
+        hw = np.array([f.shape[1] * f.shape[2] for f in maps], dtype=np.int64)
+        return int(((ky_max + 1) * (kx_max + 1) * hw).sum())
 
 
 def _max_per_map(values: np.ndarray, index: np.ndarray, maps: int) -> np.ndarray:
@@ -326,29 +352,46 @@ def _max_per_map(values: np.ndarray, index: np.ndarray, maps: int) -> np.ndarray
 
 def _distinct(key: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values of non-negative int64 ``key`` (all < ``space``) and where each
-    element of ``key`` is among them (``values[inverse] == key``): by marking a dense table
-    when ``space`` is small (no sort), else with ``np.unique``."""
-    flat = key.reshape(-1)
-    if space > max(1 << 16, 8 * flat.size):
-        values, inverse = np.unique(flat, return_inverse=True)
-        return values, inverse.reshape(key.shape)
+    element of ``key`` is among them (``values[inverse] == key``)."""
+    values = _distinct_values(key, space)
+    return values, _lookup(values, np.arange(values.size), key, space)
+
+
+def _distinct_values(key: np.ndarray, space: int) -> np.ndarray:
+    """Sorted distinct values of non-negative int64 ``key`` (all < ``space``): by marking a
+    dense table when ``space`` is small (no sort), else with ``np.unique``."""
+    if _sparse(space, key.size):
+        return np.unique(key)
     mark = np.zeros(space, dtype=bool)
-    mark[flat] = True
-    values = np.flatnonzero(mark)
-    slot = np.empty(space, dtype=np.int64)
-    slot[values] = np.arange(values.size)
-    return values, slot[key]
+    mark[key] = True
+    return np.flatnonzero(mark)
 
 
-def _lookup_bins(maps: list[torch.Tensor], index: np.ndarray, start: np.ndarray, end: np.ndarray,
+def _lookup(values: np.ndarray, payload: np.ndarray, key: np.ndarray, space: int) -> np.ndarray:
+    """``payload[i]`` for each element of ``key`` equal to ``values[i]`` (``values``: sorted
+    distinct, all < ``space``; every key among them): through a dense table when ``space``
+    is small, else by binary search."""
+    if _sparse(space, key.size):
+        return payload[np.searchsorted(values, key)]
+    table = np.empty(space, dtype=payload.dtype)
+    table[values] = payload
+    return table[key]
+
+
+def _sparse(space: int, size: int) -> bool:
+    """Whether a key space is too large for a dense table against ``size`` keys."""
+    return space > max(1 << 16, 8 * size)
+
+
+def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end: np.ndarray,
                  bin_rows: np.ndarray, bin_cols: np.ndarray, dtype: torch.dtype, extra_rows: int = 0
                  ) -> tuple[torch.Tensor, np.ndarray]:
-    """Max over each bin of windows on maps ``index`` (K,), each distinct bin looked up
-    once. ``start``/``end`` (2 K, E): the windows' bin edges along y (first K rows), then x
-    (``level_edges``); bin b spans row edge ``bin_rows[b]`` and column edge ``bin_cols[b]``.
-    Returns a (rows, C) buffer in ``dtype`` on the maps' device that holds every bin's max
-    (the last ``extra_rows`` rows left for the caller), and each window's bins' rows in it
-    (K, B).
+    """Max over each bin of the windows whose spans are ``spans``, each distinct bin looked
+    up once. ``start``/``end`` (S, E): the bin edges along each span (``level_edges``); bin
+    b of a window spans row edge ``bin_rows[b]`` of its y span and column edge
+    ``bin_cols[b]`` of its x span. Returns a (rows, C) buffer in ``dtype`` on the maps'
+    device that holds every bin's max (the last ``extra_rows`` rows left for the caller),
+    and each window's bins' rows in it (K, B).
 
     A bin is a pair of intervals, one per axis, and windows share intervals widely: the
     distinct intervals are found first (few), a bin is a pair of their ids, and its four
@@ -356,22 +399,24 @@ def _lookup_bins(maps: list[torch.Tensor], index: np.ndarray, start: np.ndarray,
     followed by the maxima of the bins that are not one table entry: a bin whose sides are
     powers of two is its table entry's row, with no copy.
     """
-    k, m = index.shape[0], len(maps)
-    size = max(max(f.shape[1], f.shape[2]) for f in maps)
+    m, size, ny = spans.maps, spans.size, spans.ny
+    k = spans.of_window.size // 2
     # Distinct intervals of both axes by one key: (axis, map, start, length).
     length = end - start  # 1 .. size
-    axis_map = np.concatenate([index, index + m])[:, None]
-    values, ids = _distinct((axis_map * size + start) * (size + 1) + length, 2 * m * size * (size + 1))
+    axis_map = spans.map + np.where(np.arange(start.shape[0]) < ny, 0, m)
+    values, ids = _distinct((axis_map[:, None] * size + start) * (size + 1) + length, 2 * m * size * (size + 1))
     i_len = values % (size + 1)
     rest = values // (size + 1)
     i_start, i_map = rest % size, rest // size
-    ny = int(np.searchsorted(i_map, m))  # y intervals first (sorted keys), then x
-    nx = values.size - ny
+    nyi = int(np.searchsorted(i_map, m))  # y intervals first (sorted keys), then x
+    nxi = values.size - nyi
     i_map = i_map % m
     level = floor_log2(i_len)
-    key = np.take(ids[:k] * nx, bin_rows, axis=1) + np.take(ids[k:] - ny, bin_cols, axis=1)
-    bins, inverse = _distinct(key, ny * nx)
-    yi, xi = bins // nx, bins % nx + ny
+    # A bin's key: its y interval id and x interval id, from each window's two spans.
+    key = (np.take(ids * nxi, bin_rows, axis=1)[spans.of_window[:k]]
+           + np.take(ids - nyi, bin_cols, axis=1)[spans.of_window[k:]])
+    bins = _distinct_values(key, nyi * nxi)
+    yi, xi = bins // nxi, bins % nxi + nyi
     # A side whose length is a power of two is one block: its two corners coincide. Order
     # the bins by how many distinct corners they have (1, 2 along x, 2 along y, 4) and
     # read only those.
@@ -379,14 +424,14 @@ def _lookup_bins(maps: list[torch.Tensor], index: np.ndarray, start: np.ndarray,
     kind = split[yi].astype(np.int8) * 2 + split[xi]
     order = np.argsort(kind, kind="stable")  # a radix sort for 8-bit keys
     ends = np.cumsum([0, *np.bincount(kind, minlength=4)]).tolist()
-    ky_max, kx_max = _max_per_map(level[:ny], i_map[:ny], m), _max_per_map(level[ny:], i_map[ny:], m)
+    ky_max, kx_max = _max_per_map(level[:nyi], i_map[:nyi], m), _max_per_map(level[nyi:], i_map[nyi:], m)
     shapes = [(int(a) + 1, int(b) + 1, f.shape[1], f.shape[2]) for a, b, f in zip(ky_max, kx_max, maps)]
     looked_up = bins.size - ends[1]
     rows, geo, table_rows = _flat_table(maps, shapes, dtype, extra_rows=looked_up + extra_rows)
     # Row of table entry [ky, kx, y, x] of a map: base + (ky * lx + kx) * h * w + y * w + x,
     # split into a part of the y interval (first, last block) and one of the x interval.
     base, lx, h, w = geo[i_map].T
-    is_y = np.arange(values.size) < ny
+    is_y = np.arange(values.size) < nyi
     near = np.where(is_y, base + level * lx * h * w + i_start * w, level * h * w + i_start)
     far = near + (i_len - (1 << level)) * np.where(is_y, w, 1)
     yi, xi = yi[order], xi[order]
@@ -399,7 +444,7 @@ def _lookup_bins(maps: list[torch.Tensor], index: np.ndarray, start: np.ndarray,
         part = slice(ends[i], ends[i + 1])
         g = _gather_rows(rows, np.concatenate([v[part] for v in corners])).view(len(corners), -1, c)
         _max_rows(g, out=rows[table_rows + ends[i] - ends[1]:table_rows + ends[i + 1] - ends[1]])
-    return rows, row_of_bin[inverse]
+    return rows, _lookup(bins, row_of_bin, key, nyi * nxi)
 
 
 def _flat_table(maps: list[torch.Tensor], shapes: list[tuple[int, int, int, int]], dtype: torch.dtype,
@@ -444,7 +489,7 @@ def _check_rois(rois: torch.Tensor | np.ndarray | None, maps: list[torch.Tensor]
         raise ArgumentError(f"rois must be (K, 4) or (K, 5), got {tuple(rois.shape)}")
     if not np.issubdtype(rois.dtype, np.integer):
         raise ArgumentError("rois must hold integer cell coordinates (see mapping.map_windows)")
-    rois = rois.astype(np.int64)
+    rois = rois.astype(np.int64, copy=False)
     if rois.shape[1] == 4:
         if len(maps) != 1:
             raise ArgumentError("rois without a map index need a single feature map")

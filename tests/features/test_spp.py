@@ -174,7 +174,7 @@ def test_empty_rois():
     assert out.shape == (0, 150)
 
 
-@pytest.mark.parametrize("size, k, looked_up", [((6, 8), 400, [49]), ((120, 160), 12, [36])])
+@pytest.mark.parametrize("size, k, looked_up", [((6, 8), 400, [2 + 3 + 6]), ((120, 160), 12, [6])])
 def test_coarse_maps_look_levels_up_and_fine_maps_derive_them(size, k, looked_up, monkeypatch):
     """Coarse maps (table no bigger than the output): the 49 bins of levels 2, 3 and 6 in
     one lookup (level 1 is the union of level 2's bins); fine maps: only level 6 (levels 3,
@@ -183,7 +183,7 @@ def test_coarse_maps_look_levels_up_and_fine_maps_derive_them(size, k, looked_up
     lookup = spp_module._lookup_bins
 
     def spy(maps, index, start, end, bin_rows, bin_cols, *args, **kwargs):
-        seen.append(bin_rows.shape[0])
+        seen.append(start.shape[1])  # the bin edges of the looked-up levels
         return lookup(maps, index, start, end, bin_rows, bin_cols, *args, **kwargs)
 
     monkeypatch.setattr(spp_module, "_lookup_bins", spy)
@@ -214,8 +214,9 @@ def test_plans_look_up_and_derive_the_expected_levels(levels, coarse, fine, deri
     offsets = dict(zip(levels, np.cumsum([0, *(n * n for n in levels[:-1])])))
     expected = [(offsets[n] + i * n + j, starts[n] + i, starts[n] + j)
                 for n in coarse for i in range(n) for j in range(n)]
-    got = list(zip(plan.positions.tolist(), plan.bin_rows.tolist(), plan.bin_cols.tolist()))
+    got = [(p, plan.bin_rows[p], plan.bin_cols[p]) for p in plan.positions.tolist()]
     assert got == expected
+    assert plan.bin_rows.shape == plan.bin_cols.shape == (sum(n * n for n in levels),)
 
 
 @pytest.mark.parametrize("space", [50, 10**9])
