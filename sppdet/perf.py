@@ -1,6 +1,7 @@
 """Speed settings for the CPU: the glibc allocator (process-level, applied by the
-commands), oneDNN for 1x1 convolutions (applied to every backbone), and the cores this
-process may use."""
+commands), oneDNN for 1x1 convolutions and convolutions fused with their ReLU / ReLU6
+(``onednn_convs``, applied to every backbone and conv top), and the cores this process may
+use."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -74,9 +76,7 @@ class PointwiseConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
-                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        if _onednn_applies(self, x):
             return torch.ops.aten.mkldnn_convolution(x, self.weight, self.bias, self.padding,
                                                      self.stride, self.dilation, self.groups)
         return super().forward(x)
@@ -90,3 +90,82 @@ def onednn_pointwise(module: nn.Module) -> nn.Module:
                 and m.dilation == (1, 1) and m.padding == (0, 0) and m.padding_mode == "zeros"):
             m.__class__ = PointwiseConv2d
     return module
+
+
+def _onednn_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether ``conv`` on ``x`` can take a oneDNN call: CPU, float32, no autograd."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and conv.weight.dtype == torch.float32
+            and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+def _fused_conv_op() -> object | None:
+    """oneDNN's convolution with a fused elementwise post-op (the op PyTorch's compiler
+    uses), or None in a build without it."""
+    try:
+        return torch.ops.mkldnn._convolution_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+class ConvActivation2d(nn.Conv2d):
+    """A convolution and the ReLU or hardtanh (ReLU6) after it, as one oneDNN call on the
+    CPU: the activation is applied to each output tile while it is in cache, instead of a
+    second pass over the whole output. MobileNetV2's conv layers at 688 px: 1.14x faster on
+    one thread, 1.12x on two, bit-identical output (``docs/benchmarks.md``, session 9).
+    Anything else (CUDA, autograd, other dtypes) runs the convolution, then the activation.
+    ``post_op`` is oneDNN's name ("relu", "hardtanh"), ``post_scalars`` its bounds."""
+
+    post_op: str = "relu"
+    post_scalars: tuple[float, ...] = ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        op = _fused_conv_op()
+        if op is not None and _onednn_applies(self, x):
+            return op(x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
+                      self.post_op, list(self.post_scalars), "")
+        y = super().forward(x)
+        return F.relu(y) if self.post_op == "relu" else F.hardtanh(y, *self.post_scalars)
+
+
+def _post_op(module: nn.Module) -> tuple[str, tuple[float, ...]] | None:
+    """oneDNN's post-op for an activation module (None if it has none here)."""
+    if type(module) is nn.ReLU:
+        return "relu", ()
+    if isinstance(module, nn.Hardtanh):  # ReLU6 is hardtanh(0, 6)
+        return "hardtanh", (float(module.min_val), float(module.max_val))
+    return None
+
+
+def fuse_conv_activations(module: nn.Module) -> nn.Module:
+    """In every ``nn.Sequential`` of ``module``, turn a convolution followed (past any
+    ``nn.Identity``, e.g. a folded batch norm) by a ReLU or hardtanh into a
+    :class:`ConvActivation2d`, and that activation into ``nn.Identity`` (in place;
+    parameters and state-dict keys unchanged). Only Sequentials: their forward applies the
+    children in order, so the activation belongs to that convolution alone."""
+    for seq in module.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for i, name in enumerate(names):
+            conv = seq._modules[name]
+            if (type(conv) not in (nn.Conv2d, PointwiseConv2d) or conv.padding_mode != "zeros"
+                    or isinstance(conv.padding, str)):
+                continue
+            j = i + 1
+            while j < len(names) and isinstance(seq._modules[names[j]], nn.Identity):
+                j += 1
+            post = _post_op(seq._modules[names[j]]) if j < len(names) else None
+            if post is None:
+                continue
+            conv.__class__ = ConvActivation2d
+            conv.post_op, conv.post_scalars = post
+            seq._modules[names[j]] = nn.Identity()
+    return module
+
+
+def onednn_convs(module: nn.Module) -> nn.Module:
+    """Both speed-ups for inference on the CPU, in place: 1x1 convolutions through oneDNN
+    (``onednn_pointwise``) and convolutions fused with their activation
+    (``fuse_conv_activations``). Same parameters; same results (to float rounding)."""
+    return fuse_conv_activations(onednn_pointwise(module))

@@ -31,7 +31,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from sppdet.errors import SppdetError, WeightsError
 from sppdet.features.geometry import derive_geometry
-from sppdet.perf import onednn_pointwise
+from sppdet.perf import onednn_convs
 
 RANDOM_WEIGHTS = "random"
 RANDOM_SEED = 0
@@ -309,7 +309,7 @@ def build_network(name: str, weights: str | None = None) -> tuple[BackboneSpec, 
 def get_backbone(name: str = DEFAULT_BACKBONE, weights: str | None = None) -> Backbone:
     """Build a registered backbone, load its weights, and return it in eval mode."""
     spec, model, ident = build_network(name, weights)
-    trunk = onednn_pointwise(fold_batchnorm(spec.cut(model).eval()))
+    trunk = onednn_convs(fold_batchnorm(spec.cut(model).eval()))
     backbone = Backbone(spec.name, trunk, spec.layer, spec.channels, ident)
     backbone.eval()
     for p in backbone.parameters():

@@ -27,7 +27,7 @@ from sppdet.features.backbones import backbone_spec, build_network, fold_batchno
 from sppdet.features.extractor import FeatureMaps
 from sppdet.features.geometry import derive_geometry
 from sppdet.fileio import save_npz
-from sppdet.perf import channels_last_batch, onednn_pointwise
+from sppdet.perf import channels_last_batch, onednn_convs
 
 TOP_FILE = "conv_top.npz"
 
@@ -130,7 +130,7 @@ def _with_reduce(layers: nn.Sequential, channels: int, reduce: int | None) -> nn
         torch.manual_seed(0)
         conv = nn.Conv2d(channels, reduce, 1)
     layers.add_module("reduce", conv)
-    return onednn_pointwise(layers)
+    return onednn_convs(layers)
 
 
 def build_conv_top(backbone: str, end: int, weights: str | None = None,
@@ -142,7 +142,7 @@ def build_conv_top(backbone: str, end: int, weights: str | None = None,
     spec, model, ident = build_network(backbone, weights)
     layers, start = _top_layers(backbone, end, model)
     geometry = derive_geometry(spec.stages(model)[:end])
-    layers = onednn_pointwise(fold_batchnorm(layers.eval()))
+    layers = onednn_convs(fold_batchnorm(layers.eval()))
     with torch.no_grad():
         block_channels = int(layers(torch.zeros(1, spec.channels, 64, 64)).shape[1])
     layers = _with_reduce(layers, block_channels, reduce)
@@ -168,7 +168,7 @@ def load_conv_top(path: str | Path, config: ConvTopConfig) -> ConvTop:
     if start != config.start:
         raise ConfigMismatchError(f"{path}: conv top starts at layer {config.start}, but "
                                   f"{config.backbone}'s cached trunk ends at {start}")
-    layers = onednn_pointwise(fold_batchnorm(layers.eval()))
+    layers = onednn_convs(fold_batchnorm(layers.eval()))
     if config.reduce is not None:
         with torch.no_grad():
             block_channels = int(layers(torch.zeros(1, config.in_channels, 64, 64)).shape[1])

@@ -12,6 +12,7 @@ from torch import nn
 from sppdet.errors import SppdetError
 from sppdet.features.backbones import BACKBONES, get_backbone
 from sppdet.features.geometry import derive_geometry
+from sppdet.perf import ConvActivation2d
 
 NAMES = list(BACKBONES)
 
@@ -30,6 +31,8 @@ def linearised(trunk: nn.Module) -> nn.Module:
     def swap(module: nn.Module) -> None:
         for name, child in module.named_children():
             if isinstance(child, nn.Conv2d):
+                if isinstance(child, ConvActivation2d):  # drop the fused activation too
+                    child.__class__ = nn.Conv2d
                 with torch.no_grad():
                     child.weight.copy_(torch.rand_like(child.weight) + 0.5)
                     if child.bias is not None:

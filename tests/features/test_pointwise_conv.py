@@ -1,4 +1,5 @@
-"""1x1 convolutions through oneDNN (sppdet.perf) give nn.Conv2d's results."""
+"""1x1 convolutions through oneDNN, and convolutions fused with their activation
+(sppdet.perf), give nn.Conv2d's results."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from sppdet.perf import PointwiseConv2d, channels_last_batch, onednn_pointwise
+from sppdet.perf import (ConvActivation2d, PointwiseConv2d, channels_last_batch, fuse_conv_activations,
+                         onednn_pointwise)
 
 
 @pytest.mark.parametrize("batch,channels_last,bias", [(1, True, True), (1, False, False), (3, True, False)])
@@ -37,18 +39,64 @@ def test_only_plain_1x1_stride_1_convolutions_are_swapped():
     assert keys == {f"{i}.{p}" for i in range(5) for p in ("weight", "bias")}
 
 
-def test_backbone_output_unchanged_by_the_swap():
-    from sppdet.features.backbones import get_backbone
+def test_backbone_output_unchanged_by_the_swaps(monkeypatch):
+    """The backbone with oneDNN 1x1 convolutions and fused activations equals the same
+    weights run as plain Conv2d, batch-norm-folded, then ReLU6 modules."""
+    from sppdet.features import backbones
 
-    backbone = get_backbone("mobilenet_v2", "random")
+    torch.manual_seed(0)
+    backbone = backbones.get_backbone("mobilenet_v2", "random")
     assert any(type(m) is PointwiseConv2d for m in backbone.modules())
-    plain = copy.deepcopy(backbone)
-    for m in plain.modules():
-        if type(m) is PointwiseConv2d:
-            m.__class__ = nn.Conv2d
+    assert sum(type(m) is ConvActivation2d for m in backbone.modules()) == 26
+    assert not any(isinstance(m, nn.ReLU6) for m in backbone.modules())
+    monkeypatch.setattr(backbones, "onednn_convs", lambda module: module)
+    torch.manual_seed(0)
+    plain = backbones.get_backbone("mobilenet_v2", "random")
+    assert sum(isinstance(m, nn.ReLU6) for m in plain.modules()) == 26
     x = torch.randn(1, 3, 96, 128).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         torch.testing.assert_close(backbone(x), plain(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU(inplace=True), nn.ReLU6(), nn.Hardtanh(-1.0, 2.0)])
+@pytest.mark.parametrize("batch, channels_last, stride, groups, bias",
+                         [(1, True, 1, 1, True), (1, True, 2, 16, True), (1, False, 2, 1, False),
+                          (3, True, 1, 4, True)])
+def test_fused_activation_matches_conv_then_activation(activation, batch, channels_last, stride, groups, bias):
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(16, 32, 3, stride=stride, padding=1, groups=groups, bias=bias), nn.Identity(),
+                        copy.deepcopy(activation))
+    fused = fuse_conv_activations(copy.deepcopy(net))
+    assert type(fused[0]) is ConvActivation2d and isinstance(fused[2], nn.Identity)
+    x = torch.randn(batch, 16, 15, 22) * 3
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), net(x.clone()), rtol=1e-5, atol=1e-5)
+    # With autograd the convolution and the activation run one after the other: same gradients.
+    xg, xf = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    net(xg).sum().backward()
+    fused(xf).sum().backward()
+    torch.testing.assert_close(xf.grad, xg.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused[0].weight.grad, net[0].weight.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_only_a_convolution_followed_by_its_activation_is_fused():
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),  # a batch norm between: not fused
+        nn.Conv2d(8, 8, 1), nn.Identity(), nn.ReLU6(),  # fused past the Identity
+        nn.Conv2d(8, 8, 3, padding="same"), nn.ReLU(),  # string padding: left alone
+        nn.Conv2d(8, 8, 3, padding=1), nn.Sigmoid(),  # no oneDNN post-op for it here
+        nn.Sequential(nn.Conv2d(8, 4, 1), nn.ReLU()),  # nested Sequentials too
+        nn.Conv2d(4, 4, 1))  # last, no activation
+    keys = set(net.state_dict())
+    fuse_conv_activations(net)
+    assert [type(m).__name__ for m in net] == [
+        "Conv2d", "BatchNorm2d", "ReLU", "ConvActivation2d", "Identity", "Identity", "Conv2d", "ReLU",
+        "Conv2d", "Sigmoid", "Sequential", "Conv2d"]
+    assert [type(m).__name__ for m in net[10]] == ["ConvActivation2d", "Identity"]
+    assert (net[3].post_op, net[3].post_scalars) == ("hardtanh", (0.0, 6.0))
+    assert set(net.state_dict()) == keys
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
