@@ -82,12 +82,17 @@ class PointwiseConv2d(nn.Conv2d):
         return super().forward(x)
 
 
+def _is_pointwise(m: nn.Conv2d) -> bool:
+    """A plain 1x1, stride-1 convolution (no padding or dilation)."""
+    return (m.kernel_size == (1, 1) and m.stride == (1, 1) and m.dilation == (1, 1) and m.padding == (0, 0)
+            and m.padding_mode == "zeros")
+
+
 def onednn_pointwise(module: nn.Module) -> nn.Module:
     """Turn every plain 1x1, stride-1 ``nn.Conv2d`` in ``module`` into a
     :class:`PointwiseConv2d` (in place; parameters and state-dict keys unchanged)."""
     for m in module.modules():
-        if (type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.stride == (1, 1)
-                and m.dilation == (1, 1) and m.padding == (0, 0) and m.padding_mode == "zeros"):
+        if type(m) is nn.Conv2d and _is_pointwise(m):
             m.__class__ = PointwiseConv2d
     return module
 
@@ -124,8 +129,13 @@ class ConvActivation2d(nn.Conv2d):
         if op is not None and _onednn_applies(self, x):
             return op(x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
                       self.post_op, list(self.post_scalars), "")
-        y = super().forward(x)
-        return F.relu(y) if self.post_op == "relu" else F.hardtanh(y, *self.post_scalars)
+        if _onednn_applies(self, x) and _is_pointwise(self):  # as PointwiseConv2d does
+            y = torch.ops.aten.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride,
+                                                  self.dilation, self.groups)
+        else:
+            y = super().forward(x)
+        # In place, as torchvision's activations: the convolution's output is not needed again.
+        return F.relu_(y) if self.post_op == "relu" else F.hardtanh_(y, *self.post_scalars)
 
 
 def _post_op(module: nn.Module) -> tuple[str, tuple[float, ...]] | None:

@@ -81,6 +81,21 @@ def test_fused_activation_matches_conv_then_activation(activation, batch, channe
     torch.testing.assert_close(fused[0].weight.grad, net[0].weight.grad, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_without_the_fused_op_the_convolution_and_activation_run_in_turn(kernel, monkeypatch):
+    """A build without oneDNN's fused op: the same results, 1x1 still through oneDNN."""
+    import sppdet.perf
+
+    monkeypatch.setattr(sppdet.perf, "_fused_conv_op", lambda: None)
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(8, 12, kernel, padding=kernel // 2), nn.ReLU6())
+    fused = fuse_conv_activations(onednn_pointwise(copy.deepcopy(net)))
+    assert type(fused[0]) is ConvActivation2d
+    x = (torch.randn(1, 8, 9, 10) * 4).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), net(x), rtol=1e-5, atol=1e-5)
+
+
 def test_only_a_convolution_followed_by_its_activation_is_fused():
     net = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),  # a batch norm between: not fused
