@@ -119,11 +119,17 @@ def _run_ahead(executor: Executor, propose: Callable[[np.ndarray], Any],
                 raise WorkerDiedError(died.format(key=key)) from None
         return get
 
+    finished = False
     try:
         fill()
         while pending:
             key, image, future = pending.popleft()
             fill()  # keep the workers busy while the caller works on this image
             yield key, image, getter(key, future)
+        finished = True
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+        # Every job done: wait for the workers to exit, so that no executor is left for the
+        # interpreter's exit hook (CPython 3.11 can print "OSError: Bad file descriptor"
+        # from it for an executor shut down without waiting). Stopped early (an error, an
+        # interrupt, the caller stopped reading): cancel what is queued and return at once.
+        executor.shutdown(wait=finished, cancel_futures=not finished)

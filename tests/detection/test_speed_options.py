@@ -157,6 +157,29 @@ def test_max_proposals_scores_the_first_k_of_each_image(make_voc, tmp_path):
         next(detect_dataset(tmp_path / "m", ds, proposals_dir=full, device="cpu", max_proposals=0))
 
 
+class _ConstantBoxes:
+    """A picklable stand-in for a proposal method (worker processes import it)."""
+
+    def __call__(self, image):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(boxes=np.full((1, 4), float(image[0, 0])))
+
+
+def test_prefetch_workers_have_exited_when_every_image_is_read():
+    """Read to the end, the worker processes are joined: no executor is left for the
+    interpreter's exit hook (which can print "Bad file descriptor" on CPython 3.11)."""
+    import multiprocessing as mp
+
+    from sppdet.proposal_prefetch import prefetch
+
+    items = [(k, np.full((4, 4), k, np.uint8), True) for k in range(4)]
+    before = set(mp.active_children())
+    got = [get() for _, _, get in prefetch(_ConstantBoxes(), items, 2)]
+    assert [float(b[0, 0]) for b in got] == [0.0, 1.0, 2.0, 3.0]
+    assert set(mp.active_children()) - before == set()
+
+
 def test_prefetch_threaded_keeps_order_and_errors():
     from sppdet.proposal_prefetch import prefetch_threaded
 
