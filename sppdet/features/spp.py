@@ -14,7 +14,9 @@ How it is computed without a loop over windows or bins:
   (always on coarse stride-32 maps): the distinct intervals are found first (by marking a
   small dense table, no sort), a bin is a pair of interval ids, and each distinct bin is
   looked up once, then copied to every window that has it, straight into the output. A bin
-  that is one table entry (both sides powers of two) is copied from the table itself.
+  that is one table entry (both sides powers of two) is copied from the table itself. The
+  windows' spans along each axis are shared too (a few hundred for a thousand windows), so
+  bin edges and intervals are computed per distinct span.
 - Coarser levels can be unions of a finer level's bins: bin i of n is the union of bins
   i m .. i m + m - 1 of n m (floor(i m a / (n m)) = floor(i a / n), likewise for the
   ceiling, and consecutive bins touch or overlap). Coarse maps (a table up to the looked-up
@@ -317,11 +319,13 @@ class _Spans(NamedTuple):
     map: np.ndarray
     ny: int
     of_window: np.ndarray
-    maps: int
-    size: int
+    n_maps: int
+    size: int  # the longest map side: every span's cells are below it
 
     @classmethod
     def of(cls, rois: np.ndarray, maps: list[torch.Tensor]) -> "_Spans":
+        """The spans of rois (K, 5) (map, x0, y0, x1, y1), found by one dense key per
+        (axis, map, lo, hi)."""
         index, x0, y0, x1, y1 = rois.T
         m, size = len(maps), max(max(f.shape[1], f.shape[2]) for f in maps)
         axis_map = np.concatenate([index, index + m])  # y spans first, then x
@@ -335,8 +339,8 @@ class _Spans(NamedTuple):
         """Rows of the sparse tables of every map with blocks up to the largest of the bins
         (``lengths``: (S, E), the bins' lengths along each span) on it."""
         level = floor_log2(lengths.max(1))
-        ky_max = _max_per_map(level[:self.ny], self.map[:self.ny], self.maps)
-        kx_max = _max_per_map(level[self.ny:], self.map[self.ny:], self.maps)
+        ky_max = _max_per_map(level[:self.ny], self.map[:self.ny], self.n_maps)
+        kx_max = _max_per_map(level[self.ny:], self.map[self.ny:], self.n_maps)
         hw = np.array([f.shape[1] * f.shape[2] for f in maps], dtype=np.int64)
         return int(((ky_max + 1) * (kx_max + 1) * hw).sum())
 
@@ -399,7 +403,7 @@ def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end
     followed by the maxima of the bins that are not one table entry: a bin whose sides are
     powers of two is its table entry's row, with no copy.
     """
-    m, size, ny = spans.maps, spans.size, spans.ny
+    m, size, ny = spans.n_maps, spans.size, spans.ny
     k = spans.of_window.size // 2
     # Distinct intervals of both axes by one key: (axis, map, start, length).
     length = end - start  # 1 .. size
@@ -426,8 +430,8 @@ def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end
     ends = np.cumsum([0, *np.bincount(kind, minlength=4)]).tolist()
     ky_max, kx_max = _max_per_map(level[:nyi], i_map[:nyi], m), _max_per_map(level[nyi:], i_map[nyi:], m)
     shapes = [(int(a) + 1, int(b) + 1, f.shape[1], f.shape[2]) for a, b, f in zip(ky_max, kx_max, maps)]
-    looked_up = bins.size - ends[1]
-    rows, geo, table_rows = _flat_table(maps, shapes, dtype, extra_rows=looked_up + extra_rows)
+    combined = bins.size - ends[1]  # bins made of 2 or 4 table entries, stored after the table
+    rows, geo, table_rows = _flat_table(maps, shapes, dtype, extra_rows=combined + extra_rows)
     # Row of table entry [ky, kx, y, x] of a map: base + (ky * lx + kx) * h * w + y * w + x,
     # split into a part of the y interval (first, last block) and one of the x interval.
     base, lx, h, w = geo[i_map].T
@@ -438,7 +442,7 @@ def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end
     t, b, l, r = near[yi], far[yi], near[xi], far[xi]
     row_of_bin = np.empty(bins.size, dtype=np.int64)
     row_of_bin[order[:ends[1]]] = t[:ends[1]] + l[:ends[1]]
-    row_of_bin[order[ends[1]:]] = np.arange(table_rows, table_rows + looked_up)
+    row_of_bin[order[ends[1]:]] = np.arange(table_rows, table_rows + combined)
     c = rows.shape[1]
     for i, corners in ((1, (t + l, t + r)), (2, (t + l, b + l)), (3, (t + l, t + r, b + l, b + r))):
         part = slice(ends[i], ends[i + 1])
