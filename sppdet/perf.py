@@ -33,7 +33,10 @@ def tune_allocator(mmap_threshold: int = 1 << 30) -> bool:
     36 ms instead of 2.5 ms, and a MobileNetV2 forward pass at 688 px 0.53 s instead of
     0.31 s (one thread, measured on the development machine). Freed memory stays with the
     process (resident size does not shrink). Returns False where it does not apply (not
-    Linux/glibc); idempotent.
+    Linux/glibc); idempotent. The commands that run the network or load cached features
+    (detect, eval --model, extract, finetune, train-svm) apply it; a library caller decides
+    for its own process. MobileNetV2 at 688 on two threads, in the detector: 79 ms without it,
+    67 ms with it (session 9).
     """
     global _tuned
     if _tuned:

@@ -103,6 +103,7 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], weights_files
     covering pixel columns 0..9 is x1 = 0, x2 = 10).
     """
     from sppdet.detector import Detector
+    from sppdet.perf import tune_allocator
     from sppdet.result import DetectionResult
     from sppdet.visualize import write_annotated
 
@@ -114,6 +115,7 @@ def detect(inputs: tuple[Path, ...], model_dirs: tuple[Path, ...], weights_files
     if draw_dir is not None:
         check_writable(draw_dir, "--draw", folder=True)
         drawn = dict(zip(images, drawn_paths(images, draw_dir)))
+    tune_allocator()
     detector = Detector.load(list(model_dirs) or None, device, score_threshold=score_thresh,
                              nms_iou=nms_iou, max_per_image=max_per_image,
                              proposals=proposal_method, preset=preset,

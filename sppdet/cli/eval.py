@@ -118,6 +118,10 @@ def eval_cmd(dataset: VOCDataset | COCODataset, detections_dir: Path | None, mod
         share_cores(workers)
     elif overlap and model_dir is not None and proposals_dir is None:
         share_cores(1)  # the proposal thread's core
+    if model_dir is not None:
+        from sppdet.perf import tune_allocator
+
+        tune_allocator()
     with sharded_run(device if model_dir is not None else "cpu") as ranks:
         if ranks.sharded and model_dir is not None:
             device = rank_device(device, ranks)

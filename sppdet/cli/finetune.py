@@ -92,7 +92,10 @@ def finetune(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_d
     refuse_sharded("finetune")
 
     from sppdet.device import resolve_device
+    from sppdet.perf import tune_allocator
     from sppdet.pipeline.training import finetune as run_finetune
+
+    tune_allocator()
 
     if not 0 < fg_fraction < 1:
         raise click.BadParameter("must be between 0 and 1", param_hint="--fg-fraction")

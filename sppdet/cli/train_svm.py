@@ -94,7 +94,10 @@ def train_svm(dataset: VOCDataset, features_dir: Path, proposals_dir: Path, out_
     refuse_sharded("train-svm")
 
     from sppdet.heads.train import summary_table
+    from sppdet.perf import tune_allocator
     from sppdet.pipeline.training import train_svm as run
+
+    tune_allocator()
 
     if not HEADS[head].fc_layers and finetuned_dir is not None:
         raise click.UsageError("--finetuned only applies with --head fc7")

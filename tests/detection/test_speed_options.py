@@ -95,6 +95,28 @@ def test_detect_cli_workers_identical_to_serial(tmp_path):
     assert len(got) == 3 and got == want
 
 
+def test_detect_and_eval_tune_the_allocator(make_voc, tmp_path, monkeypatch):
+    """The commands that run the network keep large blocks in glibc's heap, as the
+    benchmarks do (sppdet.perf.tune_allocator): users get the speed the docs quote."""
+    from click.testing import CliRunner
+
+    import sppdet.perf
+    from sppdet.cli import cli
+
+    calls = []
+    monkeypatch.setattr(sppdet.perf, "tune_allocator", lambda: calls.append(1) or True)
+    ds = _random_model_and_voc(make_voc, tmp_path, 2)
+    image = _write_random_images(tmp_path, 1, seed=1, height=90, width=120)[0]
+    r = CliRunner().invoke(cli, ["detect", str(image), "--model", str(tmp_path / "m"), "--serial",
+                                 "--json", str(tmp_path / "d.json")])
+    assert r.exit_code == 0, r.output
+    assert calls == [1]
+    r = CliRunner().invoke(cli, ["eval", "--voc", str(ds.root), "--split", "train", "--model", str(tmp_path / "m"),
+                                 "--serial", "--out", str(tmp_path / "eval")])
+    assert r.exit_code == 0, r.output
+    assert calls == [1, 1]
+
+
 def test_fast_preset_settings_and_errors():
     from sppdet.models import shipped_model_dir
 
