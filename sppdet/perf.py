@@ -128,11 +128,12 @@ class ConvActivation2d(nn.Conv2d):
     post_scalars: tuple[float, ...] = ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        op = _fused_conv_op()
-        if op is not None and _onednn_applies(self, x):
-            return op(x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
-                      self.post_op, list(self.post_scalars), "")
-        if _onednn_applies(self, x) and _is_pointwise(self):  # as PointwiseConv2d does
+        onednn = _onednn_applies(self, x)
+        fused = _fused_conv_op() if onednn else None
+        if fused is not None:
+            return fused(x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
+                         self.post_op, list(self.post_scalars), "")
+        if onednn and _is_pointwise(self):  # as PointwiseConv2d does
             y = torch.ops.aten.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride,
                                                   self.dilation, self.groups)
         else:
