@@ -6,8 +6,10 @@ use."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
+from typing import Callable
 
 import torch
 from torch import nn
@@ -107,13 +109,33 @@ def _onednn_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
 
-def _fused_conv_op() -> object | None:
+@functools.lru_cache(maxsize=1)
+def _fused_conv_op() -> Callable[..., torch.Tensor] | None:
     """oneDNN's convolution with a fused elementwise post-op (the op PyTorch's compiler
-    uses), or None in a build without it."""
+    uses, not a public API), or None in a build without it or where it does not give the
+    convolution-then-activation result on a small probe (checked once per process)."""
     try:
-        return torch.ops.mkldnn._convolution_pointwise
+        op = torch.ops.mkldnn._convolution_pointwise
     except (AttributeError, RuntimeError):
         return None
+    return op if _fused_op_works(op) else None
+
+
+def _fused_op_works(op: Callable[..., torch.Tensor]) -> bool:
+    """Whether ``op`` computes hardtanh(conv2d(x)) and relu(conv2d(x)) on fixed small inputs
+    (no random numbers: the caller's random state is left alone)."""
+    x = torch.linspace(-3, 3, 2 * 4 * 6 * 5).reshape(2, 4, 6, 5)
+    w = torch.linspace(-1, 1, 3 * 4 * 3 * 3).reshape(3, 4, 3, 3).flip(0)
+    b = torch.tensor([0.5, -0.25, 0.0])
+    try:
+        with torch.no_grad():
+            conv = F.conv2d(x, w, b, 1, 1)
+            ok = [torch.allclose(op(x, w, b, [1, 1], [1, 1], [1, 1], 1, name, scalars, ""), want, atol=1e-5)
+                  for name, scalars, want in (("hardtanh", [0.0, 6.0], F.hardtanh(conv, 0.0, 6.0)),
+                                              ("relu", [], F.relu(conv)))]
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return all(ok)
 
 
 class ConvActivation2d(nn.Conv2d):

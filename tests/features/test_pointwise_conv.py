@@ -139,3 +139,18 @@ def test_conv_top_keeps_channels_last_on_odd_sized_maps():
         want = top.layers(fmap.float().unsqueeze(0).contiguous())[0]
     assert out.permute(1, 2, 0).is_contiguous()
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_fused_op_is_probed_once_and_refused_when_wrong():
+    """The fused op is a PyTorch internal: used only where a small probe gives
+    conv-then-activation (here it does); an op that computes something else, or fails, is not."""
+    import sppdet.perf as perf
+
+    assert perf._fused_conv_op() is not None  # this build: the fused path is what the tests ran
+    assert perf._fused_op_works(torch.ops.mkldnn._convolution_pointwise)
+    assert not perf._fused_op_works(lambda x, w, b, *rest: torch.nn.functional.conv2d(x, w, b, 1, 1))
+
+    def broken(*args):
+        raise RuntimeError("no such kernel")
+
+    assert not perf._fused_op_works(broken)
