@@ -63,3 +63,19 @@ def test_input_tensor_is_rgb_and_imagenet_normalised():
     x = to_input_tensor(image, 60, 2000)
     assert x.shape == (1, 3, 60, 80) and x.dtype == torch.float32
     torch.testing.assert_close(x[0, :, 5, 5], torch.tensor([-0.485 / 0.229, -0.456 / 0.224, 0.594 / 0.225]))
+
+
+def test_input_tensor_equals_the_formula_on_a_real_sized_image():
+    """((RGB / 255) - mean) / std of the resized image, in that order of operations, to the
+    bit, in the channels-last layout the backbone gets."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (75, 100, 3), dtype=np.uint8)
+    x = to_input_tensor(image, 150, 2000)
+    resized = cv2.resize(image, (200, 150), interpolation=cv2.INTER_LINEAR)
+    rgb = torch.from_numpy(resized[:, :, [2, 1, 0]].astype(np.float32)).permute(2, 0, 1)[None]
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert torch.equal(x, ((rgb / 255.0) - mean) / std)
+    assert x.is_contiguous(memory_format=torch.channels_last)
