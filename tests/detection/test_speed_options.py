@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,6 +201,44 @@ def test_prefetch_workers_have_exited_when_every_image_is_read():
     got = [get() for _, _, get in prefetch(_ConstantBoxes(), items, 2)]
     assert [float(b[0, 0]) for b in got] == [0.0, 1.0, 2.0, 3.0]
     assert set(mp.active_children()) - before == set()
+
+
+_MAIN_SCRIPT = """
+import os, sys
+import numpy as np
+with open(sys.argv[1], "a") as marker:  # every run of this script as a main module
+    marker.write(f"{os.getpid()}\\n")
+from sppdet.proposal_prefetch import prefetch
+from proposals.base import create_method
+
+
+class ScriptBoxes:  # a method defined in the main script: the workers need the script
+    def __call__(self, image):
+        from types import SimpleNamespace
+        return SimpleNamespace(boxes=np.full((1, 4), float(image[0, 0, 0])))
+
+
+if __name__ == "__main__":
+    method = create_method("edgeboxes") if sys.argv[2] == "library" else ScriptBoxes()
+    items = [(k, np.random.default_rng(k).integers(0, 256, (48, 64, 3), np.uint8), True) for k in range(3)]
+    print(sum(isinstance(get(), np.ndarray) for _, _, get in prefetch(method, items, 2)))
+"""
+
+
+@pytest.mark.parametrize("method, runs", [("library", 1), ("script", 3)])
+def test_prefetch_workers_skip_the_main_script_unless_the_method_is_defined_there(tmp_path, method, runs):
+    """Spawned workers run the parent's main script again only when the method needs it
+    (a class defined there): the ``sppdet`` command's and most scripts' top-level imports
+    load torch, 1.2 s of CPU per worker."""
+    script, marker = tmp_path / "main_script.py", tmp_path / "runs.txt"
+    script.write_text(_MAIN_SCRIPT)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script), str(marker), method], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3"]
+    assert len(marker.read_text().split()) == runs
 
 
 def test_prefetch_threaded_keeps_order_and_errors():
