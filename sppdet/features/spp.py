@@ -198,19 +198,18 @@ class SpatialPyramidPooling(nn.Module):
             return torch.zeros((0, self.output_dim(maps[0].shape[0])), dtype=dtype, device=device), every
         if torch.is_grad_enabled() and any(f.requires_grad for f in maps):
             return self._pool_differentiable(maps, rois).to(dtype), every
-        # Distinct windows by a 1-D key (a 1-D sort is much faster than unique(axis=0)).
-        radix = rois.max(0) + 1
-        key = rois[:, 0]
-        for j in range(1, 5):
-            key = key * radix[j] + rois[:, j]
-        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        if first.shape[0] < k and first.shape[0] <= max_share * k:
-            return self._pool(maps, rois[first], dtype), torch.from_numpy(inverse.reshape(-1)).to(device)
-        return self._pool(maps, rois, dtype), every
-
-    def _pool(self, maps: list[torch.Tensor], rois: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        k, c = rois.shape[0], maps[0].shape[0]
         spans = _Spans.of(rois, maps)
+        # Windows are identical when their two spans are (a span id includes its map); the
+        # distinct windows have the same spans as all of them.
+        ny, nx = spans.ny, spans.lo.size - spans.ny
+        windows, inverse = _distinct(spans.of_window[:k] * nx + (spans.of_window[k:] - ny), ny * nx)
+        if windows.size < k and windows.size <= max_share * k:
+            distinct = spans._replace(of_window=np.concatenate([windows // nx, windows % nx + ny]))
+            return self._pool(maps, distinct, dtype), torch.from_numpy(inverse).to(device)
+        return self._pool(maps, spans, dtype), every
+
+    def _pool(self, maps: list[torch.Tensor], spans: "_Spans", dtype: torch.dtype) -> torch.Tensor:
+        k, c = spans.of_window.size // 2, maps[0].shape[0]
         plan = self._coarse_plan
         start, end = level_edges(spans.lo, spans.hi, plan.looked_up)
         if spans.table_size(maps, end - start) > k * self.num_bins:
@@ -443,11 +442,15 @@ def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end
     row_of_bin = np.empty(bins.size, dtype=np.int64)
     row_of_bin[order[:ends[1]]] = t[:ends[1]] + l[:ends[1]]
     row_of_bin[order[ends[1]:]] = np.arange(table_rows, table_rows + combined)
-    c = rows.shape[1]
-    for i, corners in ((1, (t + l, t + r)), (2, (t + l, b + l)), (3, (t + l, t + r, b + l, b + r))):
-        part = slice(ends[i], ends[i + 1])
-        g = _gather_rows(rows, np.concatenate([v[part] for v in corners])).view(len(corners), -1, c)
-        _max_rows(g, out=rows[table_rows + ends[i] - ends[1]:table_rows + ends[i + 1] - ends[1]])
+    # Every combined bin's corners in one gather, then each kind's maximum into its rows.
+    kinds = ((1, (t + l, t + r)), (2, (t + l, b + l)), (3, (t + l, t + r, b + l, b + r)))
+    gathered = _gather_rows(rows, np.concatenate([v[ends[i]:ends[i + 1]] for i, corners in kinds for v in corners]))
+    c, first = rows.shape[1], 0
+    for i, corners in kinds:
+        n = ends[i + 1] - ends[i]
+        _max_rows(gathered[first:first + len(corners) * n].view(len(corners), n, c),
+                  out=rows[table_rows + ends[i] - ends[1]:table_rows + ends[i + 1] - ends[1]])
+        first += len(corners) * n
     return rows, _lookup(bins, row_of_bin, key, nyi * nxi)
 
 
