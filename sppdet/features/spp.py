@@ -50,6 +50,7 @@ channel c of bin (row i, column j) of level n.
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -89,14 +90,17 @@ def sparse_table(fmap: torch.Tensor, ky_max: int, kx_max: int, out: torch.Tensor
     """
     _, h, w = fmap.shape
     t = out
-    with torch.no_grad():
-        t[0, 0] = fmap.permute(1, 2, 0)
+    with torch.no_grad():  # views by select / narrow: cheaper than indexing with tuples
+        column = t.select(1, 0)  # kx = 0
+        column.select(0, 0).copy_(fmap.permute(1, 2, 0))
         for ky in range(1, ky_max + 1):
             d, rows = 1 << (ky - 1), h - (1 << ky) + 1
-            torch.maximum(t[ky - 1, 0, :rows], t[ky - 1, 0, d:d + rows], out=t[ky, 0, :rows])
+            below = column.select(0, ky - 1)
+            torch.maximum(below.narrow(0, 0, rows), below.narrow(0, d, rows), out=column.select(0, ky).narrow(0, 0, rows))
         for kx in range(1, kx_max + 1):  # every ky at once (rows past a block's reach are never read)
             d, cols = 1 << (kx - 1), w - (1 << kx) + 1
-            torch.maximum(t[:, kx - 1, :, :cols], t[:, kx - 1, :, d:d + cols], out=t[:, kx, :, :cols])
+            left = t.select(1, kx - 1)
+            torch.maximum(left.narrow(2, 0, cols), left.narrow(2, d, cols), out=t.select(1, kx).narrow(2, 0, cols))
     return t
 
 
@@ -191,13 +195,13 @@ class SpatialPyramidPooling(nn.Module):
         only on their device."""
         rois = _check_rois(rois, maps)
         k, device = rois.shape[0], maps[0].device
-        every = torch.arange(k, device=device)
         if dtype is None:
             dtype = torch.float32 if maps[0].dtype in (torch.float16, torch.bfloat16) else maps[0].dtype
         if k == 0:
-            return torch.zeros((0, self.output_dim(maps[0].shape[0])), dtype=dtype, device=device), every
+            return (torch.zeros((0, self.output_dim(maps[0].shape[0])), dtype=dtype, device=device),
+                    torch.zeros(0, dtype=torch.int64, device=device))
         if torch.is_grad_enabled() and any(f.requires_grad for f in maps):
-            return self._pool_differentiable(maps, rois).to(dtype), every
+            return self._pool_differentiable(maps, rois).to(dtype), torch.arange(k, device=device)
         spans = _Spans.of(rois, maps)
         # Windows are identical when their two spans are (a span id includes its map); the
         # distinct windows have the same spans as all of them.
@@ -206,13 +210,13 @@ class SpatialPyramidPooling(nn.Module):
         if windows.size < k and windows.size <= max_share * k:
             distinct = spans._replace(of_window=np.concatenate([windows // nx, windows % nx + ny]))
             return self._pool(maps, distinct, dtype), torch.from_numpy(inverse).to(device)
-        return self._pool(maps, spans, dtype), every
+        return self._pool(maps, spans, dtype), torch.arange(k, device=device)
 
     def _pool(self, maps: list[torch.Tensor], spans: "_Spans", dtype: torch.dtype) -> torch.Tensor:
         k, c = spans.of_window.size // 2, maps[0].shape[0]
         plan = self._coarse_plan
         start, end = level_edges(spans.lo, spans.hi, plan.looked_up)
-        if spans.table_size(maps, end - start) > k * self.num_bins:
+        if spans.table_size(maps, plan.looked_up) > k * self.num_bins:
             # Fine maps: a table up to every level's bins would outgrow the output.
             plan = self._fine_plan
             start, end = level_edges(spans.lo, spans.hi, plan.looked_up)
@@ -291,20 +295,27 @@ def level_edges(lo: torch.Tensor | np.ndarray, hi: torch.Tensor | np.ndarray, le
     tensors or numpy arrays. The bins' offsets from ``lo`` depend only on the region's
     size a: they are computed once per size up to the largest (a map side at most) and
     looked up, with no division per window."""
-    i, n = _bin_fractions(tuple(levels))
     a = hi - lo + 1
-    sizes = np.arange(int(a.max()) + 1 if a.shape[0] else 1, dtype=np.int64)[:, None]
-    first, end = (i * sizes) // n, ((i + 1) * sizes + n - 1) // n
+    first, end, _ = _bin_offsets(tuple(levels), _size_bound(int(a.max()) if a.shape[0] else 0))
     if isinstance(lo, torch.Tensor):
         first, end = torch.from_numpy(first).to(lo.device), torch.from_numpy(end).to(lo.device)
     return lo[:, None] + first[a], lo[:, None] + end[a]
 
 
 @functools.lru_cache(maxsize=64)
-def _bin_fractions(levels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Each bin's index i and level n (int64) of every level in turn."""
-    return (np.array([i for n in levels for i in range(n)], dtype=np.int64),
-            np.array([n for n in levels for _ in range(n)], dtype=np.int64))
+def _bin_offsets(levels: tuple[int, ...], sizes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a region of a cells (a < ``sizes``): each bin's first and end cell offsets of
+    every level in turn (``sizes``, E) and floor(log2) of its longest bin (``sizes``,), int64."""
+    i = np.array([i for n in levels for i in range(n)], dtype=np.int64)
+    n = np.array([n for n in levels for _ in range(n)], dtype=np.int64)
+    a = np.arange(sizes, dtype=np.int64)[:, None]
+    first, end = (i * a) // n, ((i + 1) * a + n - 1) // n
+    return first, end, floor_log2(np.maximum((end - first).max(1), 1))
+
+
+def _size_bound(size: int) -> int:
+    """A number of region sizes above ``size``, rounded up (few distinct ``_bin_offsets``)."""
+    return max(64, 1 << size.bit_length())
 
 
 class _Spans(NamedTuple):
@@ -334,10 +345,11 @@ class _Spans(NamedTuple):
         axis_map = values // (size * size)
         return cls(lo, hi, axis_map % m, int(np.searchsorted(axis_map, m)), of_window, m, size)
 
-    def table_size(self, maps: list[torch.Tensor], lengths: np.ndarray) -> int:
+    def table_size(self, maps: list[torch.Tensor], levels: tuple[int, ...]) -> int:
         """Rows of the sparse tables of every map with blocks up to the largest of the bins
-        (``lengths``: (S, E), the bins' lengths along each span) on it."""
-        level = floor_log2(lengths.max(1))
+        of ``levels`` on it."""
+        a = self.hi - self.lo + 1
+        level = _bin_offsets(levels, _size_bound(int(a.max())))[2][a]
         ky_max = _max_per_map(level[:self.ny], self.map[:self.ny], self.n_maps)
         kx_max = _max_per_map(level[self.ny:], self.map[self.ny:], self.n_maps)
         hw = np.array([f.shape[1] * f.shape[2] for f in maps], dtype=np.int64)
@@ -426,7 +438,7 @@ def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end
     split = (i_len & (i_len - 1)) != 0
     kind = split[yi].astype(np.int8) * 2 + split[xi]
     order = np.argsort(kind, kind="stable")  # a radix sort for 8-bit keys
-    ends = np.cumsum([0, *np.bincount(kind, minlength=4)]).tolist()
+    ends = list(itertools.accumulate(np.bincount(kind, minlength=4).tolist(), initial=0))
     ky_max, kx_max = _max_per_map(level[:nyi], i_map[:nyi], m), _max_per_map(level[nyi:], i_map[nyi:], m)
     shapes = [(int(a) + 1, int(b) + 1, f.shape[1], f.shape[2]) for a, b, f in zip(ky_max, kx_max, maps)]
     combined = bins.size - ends[1]  # bins made of 2 or 4 table entries, stored after the table
@@ -439,18 +451,20 @@ def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end
     far = near + (i_len - (1 << level)) * np.where(is_y, w, 1)
     yi, xi = yi[order], xi[order]
     t, b, l, r = near[yi], far[yi], near[xi], far[xi]
+    tl = t + l
     row_of_bin = np.empty(bins.size, dtype=np.int64)
-    row_of_bin[order[:ends[1]]] = t[:ends[1]] + l[:ends[1]]
+    row_of_bin[order[:ends[1]]] = tl[:ends[1]]
     row_of_bin[order[ends[1]:]] = np.arange(table_rows, table_rows + combined)
     # Every combined bin's corners in one gather, then each kind's maximum into its rows.
-    kinds = ((1, (t + l, t + r)), (2, (t + l, b + l)), (3, (t + l, t + r, b + l, b + r)))
-    gathered = _gather_rows(rows, np.concatenate([v[ends[i]:ends[i + 1]] for i, corners in kinds for v in corners]))
+    x2, y2, xy4 = (slice(ends[i], ends[i + 1]) for i in (1, 2, 3))  # 2 along x, 2 along y, 4
+    gathered = _gather_rows(rows, np.concatenate([
+        tl[x2], t[x2] + r[x2], tl[y2], b[y2] + l[y2], tl[xy4], t[xy4] + r[xy4], b[xy4] + l[xy4], b[xy4] + r[xy4]]))
     c, first = rows.shape[1], 0
-    for i, corners in kinds:
+    for i, corners in ((1, 2), (2, 2), (3, 4)):
         n = ends[i + 1] - ends[i]
-        _max_rows(gathered[first:first + len(corners) * n].view(len(corners), n, c),
+        _max_rows(gathered[first:first + corners * n].view(corners, n, c),
                   out=rows[table_rows + ends[i] - ends[1]:table_rows + ends[i + 1] - ends[1]])
-        first += len(corners) * n
+        first += corners * n
     return rows, _lookup(bins, row_of_bin, key, nyi * nxi)
 
 
@@ -516,11 +530,11 @@ def _check_rois(rois: torch.Tensor | np.ndarray | None, maps: list[torch.Tensor]
 def _rois_inside(rois: np.ndarray, sizes: np.ndarray) -> bool:
     """Whether every roi (K, 5) is a non-empty cell box inside its map (sizes (M, 2) h, w),
     by a few reductions (the common case; ``_check_rois`` finds the culprit otherwise)."""
-    index, corners = rois[:, 0], rois[:, 1:]
-    if index.min() < 0 or index.max() >= sizes.shape[0]:
+    low, high = rois.min(0), rois.max(0)  # per column: map, x0, y0, x1, y1
+    if low[0] < 0 or high[0] >= sizes.shape[0] or low[1:].min() < 0:
         return False
-    if corners.min() < 0 or (corners[:, 2:] - corners[:, :2]).min() < 0:
+    if (rois[:, 3:] - rois[:, 1:3]).min() < 0:
         return False
     if sizes.shape[0] == 1:
-        return bool((corners[:, 2:].max(0) < sizes[0, ::-1]).all())
-    return bool((corners[:, 2:] < sizes[index][:, ::-1]).all())
+        return bool(high[3] < sizes[0, 1] and high[4] < sizes[0, 0])
+    return bool((rois[:, 3:] < sizes[rois[:, 0]][:, ::-1]).all())
