@@ -24,7 +24,8 @@ How it is computed without a loop over windows or bins:
   (1, 2, 3, 6) is the max of level 2's four bins: its large bins would double the table);
   fine maps look up only the finest level and those that do not divide it (levels 3, 2
   and 1 of (1, 2, 3, 6) are made of the 36 bins of level 6), so the table only needs
-  blocks up to their largest bin.
+  blocks up to their largest bin. Derived levels are computed in the output, from the
+  finer level's bins already there.
 - The maps of several scales (different sizes) share one flat table, so windows of every
   scale are pooled in one query.
 - Which bins to look up is planned on the host, in numpy (many small index operations, 2-3x
@@ -221,25 +222,25 @@ class SpatialPyramidPooling(nn.Module):
             plan = self._fine_plan
             start, end = level_edges(spans.lo, spans.hi, plan.looked_up)
         table_dtype = dtype if dtype.itemsize <= maps[0].dtype.itemsize else maps[0].dtype
-        derived_rows = k * sum(n * n for n, _ in plan.derived)
-        # Each output bin's row in ``values``: looked-up bins, then derived ones appended.
-        values, row_of = _lookup_bins(maps, spans, start, end, plan.bin_rows, plan.bin_cols, table_dtype,
-                                      extra_rows=derived_rows)
-        next_row = values.shape[0] - derived_rows
-        for n, src in plan.derived:  # a level whose bins are unions of a finer level's bins
-            s = src // n
-            # Bin (i, j) of level n is the union of bins (i s + a, j s + b) of level src.
-            parts = row_of[:, self._offsets[src]:self._offsets[src] + src * src].reshape(k, n, s, n, s)
-            parts = parts.transpose(2, 4, 0, 1, 3).reshape(-1)
-            _max_rows(_gather_rows(values, parts).view(s * s, k * n * n, c), out=values[next_row:next_row + k * n * n])
-            row_of[:, self._offsets[n]:self._offsets[n] + n * n] = np.arange(
-                next_row, next_row + k * n * n).reshape(k, n * n)
-            next_row += k * n * n
+        # Each output bin's row in ``values`` (at derived levels' positions, a placeholder).
+        values, row_of = _lookup_bins(maps, spans, start, end, plan.bin_rows, plan.bin_cols, table_dtype)
         row_of = row_of.reshape(-1)
         if values.dtype != dtype:  # convert only the rows the output uses, not the whole table
             used, row_of = _distinct(row_of, values.shape[0])
             values = _gather_rows(values, used).to(dtype)
-        return _gather_rows(values, row_of).view(k, -1)
+        out = _gather_rows(values, row_of).view(k, self.num_bins, c)
+        for n, src in plan.derived:  # a level whose bins are unions of a finer level's bins
+            s = src // n
+            # Bin (i, j) of level n is the max of bins (i s + a, j s + b) of level src, read
+            # from the output itself (max commutes with the monotone dtype rounding).
+            # (torch.maximum of strided views: faster here than torch.amax over the parts.)
+            src_bins = out[:, self._offsets[src]:self._offsets[src] + src * src].view(k, n, s, n, s, c)
+            parts = [src_bins[:, :, a, :, b] for a in range(s) for b in range(s)]
+            dest = out[:, self._offsets[n]:self._offsets[n] + n * n].view(k, n, n, c)
+            torch.maximum(parts[0], parts[1], out=dest)
+            for part in parts[2:]:
+                torch.maximum(dest, part, out=dest)
+        return out.view(k, -1)
 
     def _pool_differentiable(self, maps: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         """The same bins window by window with ``adaptive_max_pool2d`` (whose bin i of n over
@@ -399,14 +400,13 @@ def _sparse(space: int, size: int) -> bool:
 
 
 def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end: np.ndarray,
-                 bin_rows: np.ndarray, bin_cols: np.ndarray, dtype: torch.dtype, extra_rows: int = 0
+                 bin_rows: np.ndarray, bin_cols: np.ndarray, dtype: torch.dtype
                  ) -> tuple[torch.Tensor, np.ndarray]:
     """Max over each bin of the windows whose spans are ``spans``, each distinct bin looked
     up once. ``start``/``end`` (S, E): the bin edges along each span (``level_edges``); bin
     b of a window spans row edge ``bin_rows[b]`` of its y span and column edge
     ``bin_cols[b]`` of its x span. Returns a (rows, C) buffer in ``dtype`` on the maps'
-    device that holds every bin's max (the last ``extra_rows`` rows left for the caller),
-    and each window's bins' rows in it (K, B).
+    device that holds every bin's max, and each window's bins' rows in it (K, B).
 
     A bin is a pair of intervals, one per axis, and windows share intervals widely: the
     distinct intervals are found first (few), a bin is a pair of their ids, and its four
@@ -442,7 +442,7 @@ def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end
     ky_max, kx_max = _max_per_map(level[:nyi], i_map[:nyi], m), _max_per_map(level[nyi:], i_map[nyi:], m)
     shapes = [(int(a) + 1, int(b) + 1, f.shape[1], f.shape[2]) for a, b, f in zip(ky_max, kx_max, maps)]
     combined = bins.size - ends[1]  # bins made of 2 or 4 table entries, stored after the table
-    rows, geo, table_rows = _flat_table(maps, shapes, dtype, extra_rows=combined + extra_rows)
+    rows, geo, table_rows = _flat_table(maps, shapes, dtype, extra_rows=combined)
     # Row of table entry [ky, kx, y, x] of a map: base + (ky * lx + kx) * h * w + y * w + x,
     # split into a part of the y interval (first, last block) and one of the x interval.
     base, lx, h, w = geo[i_map].T
