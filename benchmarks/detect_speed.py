@@ -19,6 +19,13 @@ In one process, after warm-up, on real VOC 2007 images (the first ``--images`` o
   proposals alone in two worker processes over the same images (no conv pass): what two
   cores can do when both run proposals.
 
+Each per-image configuration (threads, preset and mode, or torchvision model) runs in its own
+process, as a user's command does (``--in-process``: all in this one, the method up to
+session 9). What an earlier configuration leaves in a process changes a later one's memory-bound
+stages: in one process, the fast preset's pooling on two threads took 3.0 ms fresh, 3.4 ms
+after a one-thread run, 3.8 ms after torchvision's FPN detector and 3.6 ms after the
+2,000-window settings (its conv: 60 ms throughout; session 10).
+
 Prints JSON and writes ``--out`` (default benchmarks/results/detect_speed.json). Skips with a
 message when the VOC data is absent.
 
@@ -33,6 +40,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -156,6 +164,49 @@ def time_proposals_only(voc: Path, split: str, n: int, device: str, preset: str,
     return time.perf_counter() - start
 
 
+def run_config(config: dict, images: list[tuple[str, np.ndarray]], args: argparse.Namespace) -> dict:
+    """One per-image configuration in this process: ``{"threads", "preset", "overlap"}`` for
+    sppdet, ``{"threads", "torchvision"}`` for a torchvision model."""
+    threads = config["threads"]
+    if "torchvision" in config:
+        torch.set_num_threads(threads)
+        return {"threads": threads, **time_torchvision(config["torchvision"], images, args.device, args.warmup)}
+    # Overlap: torch on one core fewer, the proposal thread on that core.
+    torch.set_num_threads(threads - 1 if config["overlap"] else threads)
+    return {"threads": threads, **time_sppdet(images, config["preset"], args.device, args.warmup,
+                                              config["overlap"], args.model)}
+
+
+def run_config_isolated(config: dict, args: argparse.Namespace) -> dict:
+    """``run_config`` in a new process of this module (``--config``), as a command runs."""
+    cmd = [sys.executable, "-m", "benchmarks.detect_speed", "--voc", str(args.voc), "--split", args.split,
+           "--images", str(args.images), "--warmup", str(args.warmup), "--device", args.device,
+           "--config", json.dumps(config)] + (["--model", str(args.model)] if args.model else [])
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"configuration {config} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def configs(args: argparse.Namespace) -> list[dict]:
+    """The per-image configurations in order: per thread count, each preset serial (and with
+    the proposal thread from two threads on), then torchvision's two detectors."""
+    out: list[dict] = []
+    for threads in args.threads:
+        for preset in args.presets:
+            for overlap in (False, True) if threads >= 2 else (False,):
+                out.append({"threads": threads, "preset": preset, "overlap": overlap})
+        if not args.no_torchvision:
+            out += [{"threads": threads, "torchvision": name}
+                    for name in ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn")]
+    return out
+
+
+def load_images(args: argparse.Namespace) -> list[tuple[str, np.ndarray]]:
+    ds = VOCDataset(args.voc, split=args.split, limit=args.images)
+    return [(i, ds.load_image(i)) for i in ds.ids]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--voc", type=Path, default=DEFAULT_VOC)
@@ -169,33 +220,27 @@ def main() -> None:
     ap.add_argument("--overlap-images", type=int, default=0)
     ap.add_argument("--overlap-preset", default="model")
     ap.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped one)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="every per-image configuration in this process (default: each in its own)")
+    ap.add_argument("--config", default=None, help=argparse.SUPPRESS)  # one configuration, JSON (internal)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "detect_speed.json")
     args = ap.parse_args()
     if not (args.voc / "JPEGImages").is_dir():
         print(f"skipped: VOC 2007 not found at {args.voc} (give --voc VOCdevkit/VOC2007)")
         sys.exit(0)
     tune_allocator()
-    ds = VOCDataset(args.voc, split=args.split, limit=args.images)
-    images = [(i, ds.load_image(i)) for i in ds.ids]
+    if args.config is not None:
+        print(json.dumps(run_config(json.loads(args.config), load_images(args), args)))
+        return
+    images = load_images(args) if args.in_process else []
     result: dict = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                     "load_average_start": os.getloadavg(), "torch": torch.__version__,
-                    "device": args.device, "images": len(images), "split": args.split,
-                    "warmup": args.warmup, "runs": []}
-    for threads in args.threads:
-        for preset in args.presets:
-            for overlap in (False, True) if threads >= 2 else (False,):
-                # Overlap: torch on one core fewer, the proposal thread on that core.
-                torch.set_num_threads(threads - 1 if overlap else threads)
-                row = {"threads": threads, **time_sppdet(images, preset, args.device, args.warmup,
-                                                         overlap, args.model)}
-                result["runs"].append(row)
-                print(json.dumps(row), flush=True)
-        torch.set_num_threads(threads)
-        if not args.no_torchvision:
-            for name in ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn"):
-                row = {"threads": threads, **time_torchvision(name, images, args.device, args.warmup)}
-                result["runs"].append(row)
-                print(json.dumps(row), flush=True)
+                    "device": args.device, "images": args.images, "split": args.split,
+                    "warmup": args.warmup, "isolated": not args.in_process, "runs": []}
+    for config in configs(args):
+        row = run_config(config, images, args) if args.in_process else run_config_isolated(config, args)
+        result["runs"].append(row)
+        print(json.dumps(row), flush=True)
     if args.overlap_images:
         result["overlap"] = time_overlap(args.voc, args.split, args.overlap_images, args.device,
                                          max(args.threads), args.overlap_preset, args.model)
