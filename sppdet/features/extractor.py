@@ -55,15 +55,18 @@ def pool_distinct_windows(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, s
     """``pool_windows`` with boxes that fall on the same cells of the same scale pooled once:
     (D, dim) features in ``dtype`` (default float32) and each box's row (N,)
     (``SpatialPyramidPooling.pool_distinct``)."""
-    return spp.pool_distinct(maps.maps, window_rois(maps, boxes, stride, offset), dtype)
+    return spp.pool_distinct(maps.maps, window_rois(maps, boxes, stride, offset), dtype, rois_checked=True)
 
 
 def window_rois(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int, offset: float) -> np.ndarray:
     """(N, 5) int64 rois (scale index, x0, y0, x1, y1) of internal boxes (N, 4) in original
     pixels: the scale whose scaled area is nearest 224 x 224 and the cells there (numpy:
-    pooling plans its lookups on the host)."""
+    pooling plans its lookups on the host). Every roi lies inside its map (``window_cells``
+    clamps); non-finite boxes raise ArgumentError."""
     b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    if not np.isfinite(b).all():  # the cells below are inside their maps for finite boxes only
+        raise ArgumentError(f"window boxes must be finite, got {b[~np.isfinite(b).all(1)][0].tolist()}")
     sizes = np.array([tuple(m.shape[1:]) for m in maps.maps], dtype=np.int64).reshape(-1, 2)
     if len(maps.maps) == 1:  # one scale: every window on it
         which = np.zeros(b.shape[0], dtype=np.int64)

@@ -179,22 +179,25 @@ class SpatialPyramidPooling(nn.Module):
 
     def pool_distinct(self, features: torch.Tensor | Sequence[torch.Tensor],
                       rois: torch.Tensor | np.ndarray | None = None,
-                      dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      dtype: torch.dtype | None = None, *, rois_checked: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each distinct window pooled once: (D, dim) features and the (K,) index of each
         roi's row (``pooled[inverse]`` equals ``forward(features, rois)``). ``dtype``: of the
         features (default as ``forward``); bfloat16 gives exactly ``forward``'s values rounded
         to bfloat16 (rounding is monotone, so it commutes with max), at half the memory
-        traffic."""
-        return self._pool_distinct(_as_map_list(features), rois, 1.0, dtype)
+        traffic. ``rois_checked``: the rois are a (K, 5) int64 array of cells inside their
+        maps, as ``extractor.window_rois`` makes them, and are not checked again."""
+        return self._pool_distinct(_as_map_list(features), rois, 1.0, dtype, rois_checked)
 
     def _pool_distinct(self, maps: list[torch.Tensor], rois: torch.Tensor | np.ndarray | None,
-                       max_share: float, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       max_share: float, dtype: torch.dtype | None = None, rois_checked: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pool the distinct rois when they are at most ``max_share`` of all, else every roi
         (then ``inverse`` is 0 .. K - 1), into ``dtype`` (None: float32, float64 for float64
         maps). Which bins to look up is planned on the host in numpy (many small index
         operations, several times cheaper there than as torch ops); the maps' values move
         only on their device."""
-        rois = _check_rois(rois, maps)
+        rois = rois if rois_checked else _check_rois(rois, maps)
         k, device = rois.shape[0], maps[0].device
         if dtype is None:
             dtype = torch.float32 if maps[0].dtype in (torch.float16, torch.bfloat16) else maps[0].dtype
@@ -474,12 +477,12 @@ def _flat_table(maps: list[torch.Tensor], shapes: list[tuple[int, int, int, int]
     filled in place and followed by ``extra_rows`` rows left for the caller; each map's
     (first row, block sizes in x, H, W) in it, (M, 4); and the number of table rows."""
     c = maps[0].shape[0]
-    starts = np.cumsum([0] + [a * b * h * w for a, b, h, w in shapes])
-    rows = maps[0].new_empty((int(starts[-1]) + extra_rows, c), dtype=dtype)
+    starts = list(itertools.accumulate((a * b * h * w for a, b, h, w in shapes), initial=0))
+    rows = maps[0].new_empty((starts[-1] + extra_rows, c), dtype=dtype)
     for f, shape, s0, s1 in zip(maps, shapes, starts[:-1], starts[1:]):
         sparse_table(f, shape[0] - 1, shape[1] - 1, out=rows[s0:s1].view(*shape, c))
-    geometry = [(int(s0), b, h, w) for s0, (_, b, h, w) in zip(starts[:-1], shapes)]
-    return rows, np.array(geometry, dtype=np.int64).reshape(-1, 4), int(starts[-1])
+    geometry = [(s0, b, h, w) for s0, (_, b, h, w) in zip(starts, shapes)]
+    return rows, np.array(geometry, dtype=np.int64).reshape(-1, 4), starts[-1]
 
 
 def _as_map_list(features: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -508,7 +511,7 @@ def _check_rois(rois: torch.Tensor | np.ndarray | None, maps: list[torch.Tensor]
     rois = np.asarray(rois)
     if rois.ndim != 2 or rois.shape[1] not in (4, 5):
         raise ArgumentError(f"rois must be (K, 4) or (K, 5), got {tuple(rois.shape)}")
-    if not np.issubdtype(rois.dtype, np.integer):
+    if rois.dtype.kind not in "iu":  # signed or unsigned integers
         raise ArgumentError("rois must hold integer cell coordinates (see mapping.map_windows)")
     rois = rois.astype(np.int64, copy=False)
     if rois.shape[1] == 4:
