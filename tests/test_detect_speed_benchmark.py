@@ -32,3 +32,13 @@ def test_a_configuration_runs_in_its_own_process_and_reports_its_stages(make_voc
     assert (row["threads"], row["preset"], row["mode"], row["torch_threads"]) == (1, "fast", "serial", 1)
     assert row["conv_median"] > 0 and row["pooling_median"] > 0
     assert row["total_median"] >= row["conv_median"] + row["pooling_median"]
+
+
+def test_warm_up_covers_every_image_size_once():
+    from benchmarks.detect_speed import warmup_images
+    import numpy as np
+
+    images = [(str(i), np.zeros(shape, np.uint8)) for i, shape in enumerate(
+        [(5, 7, 3), (5, 7, 3), (7, 5, 3), (5, 7, 3), (9, 9, 3), (7, 5, 3)])]
+    assert [i for i, _ in warmup_images(images, 2)] == ["0", "1", "2", "4"]
+    assert [i for i, _ in warmup_images(images, 0)] == ["0", "2", "4"]
