@@ -21,12 +21,12 @@ In one process, after warm-up, on real VOC 2007 images (the first ``--images`` o
 
 Warm-up: the first ``--warmup`` images and the first of each other image size (oneDNN
 builds its kernels per input shape; ``warmup_images``). Each per-image configuration
-(threads, preset and mode, or torchvision model) runs in its own
-process, as a user's command does (``--in-process``: all in this one, the method up to
-session 9). What an earlier configuration leaves in a process changes a later one's memory-bound
-stages: in one process, the fast preset's pooling on two threads took 3.0 ms fresh, 3.4 ms
-after a one-thread run, 3.8 ms after torchvision's FPN detector and 3.6 ms after the
-2,000-window settings (its conv: 60 ms throughout; session 10).
+(threads, preset and mode, or torchvision model) runs in its own process, as a user's
+command does (``--in-process``: all in this one, the method up to session 9). What an
+earlier configuration leaves in a process changes a later one's memory-bound stages: in
+one process, the fast preset's pooling on two threads took 3.0 ms fresh, 3.4 ms after a
+one-thread run, 3.8 ms after torchvision's FPN detector and 3.6 ms after the 2,000-window
+settings (its conv: 60 ms throughout; session 10).
 
 Prints JSON and writes ``--out`` (default benchmarks/results/detect_speed.json). Skips with a
 message when the VOC data is absent.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.detect_speed import configs, run_config_isolated
+import numpy as np
+
+from benchmarks.detect_speed import configs, run_config_isolated, warmup_images
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -35,9 +37,6 @@ def test_a_configuration_runs_in_its_own_process_and_reports_its_stages(make_voc
 
 
 def test_warm_up_covers_every_image_size_once():
-    from benchmarks.detect_speed import warmup_images
-    import numpy as np
-
     images = [(str(i), np.zeros(shape, np.uint8)) for i, shape in enumerate(
         [(5, 7, 3), (5, 7, 3), (7, 5, 3), (5, 7, 3), (9, 9, 3), (7, 5, 3)])]
     assert [i for i, _ in warmup_images(images, 2)] == ["0", "1", "2", "4"]
