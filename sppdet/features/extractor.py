@@ -10,7 +10,7 @@ import torch
 
 from sppdet.device import resolve_device
 from sppdet.features.backbones import Backbone
-from sppdet.features.mapping import scale_box_array, window_cells
+from sppdet.features.mapping import cell_rows
 from sppdet.features.pyramid import (DEFAULT_MAX_SIZE, DEFAULT_SCALES, nearest_scale,
                                      scale_factors, to_input_tensor)
 from sppdet.features.spp import DEFAULT_LEVELS, SpatialPyramidPooling
@@ -61,20 +61,28 @@ def pool_distinct_windows(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, s
 def window_rois(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int, offset: float) -> np.ndarray:
     """(N, 5) int64 rois (scale index, x0, y0, x1, y1) of internal boxes (N, 4) in original
     pixels: the scale whose scaled area is nearest 224 x 224 and the cells there (numpy:
-    pooling plans its lookups on the host). Every roi lies inside its map (``window_cells``
-    clamps); non-finite boxes raise ArgumentError."""
+    pooling plans its lookups on the host). Every roi lies inside its map (``cell_rows``
+    clamps); non-finite boxes raise ArgumentError. The array is column-major (each of the
+    five columns contiguous), as pooling reads it."""
     b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
     if not np.isfinite(b).all():  # the cells below are inside their maps for finite boxes only
         raise ArgumentError(f"window boxes must be finite, got {b[~np.isfinite(b).all(1)][0].tolist()}")
-    sizes = np.array([tuple(m.shape[1:]) for m in maps.maps], dtype=np.int64).reshape(-1, 2)
+    rois = np.empty((5, b.shape[0]), dtype=np.int64)
     if len(maps.maps) == 1:  # one scale: every window on it
-        which = np.zeros(b.shape[0], dtype=np.int64)
-        cells = window_cells(scale_box_array(b, maps.factors[0]), stride, offset, sizes[0])
+        h, w = maps.maps[0].shape[1:]
+        fx, fy = maps.factors[0]
+        rois[0] = 0
+        sides = b.T * np.array([[fx], [fy], [fx], [fy]])
+        limit = np.array([[w - 1], [h - 1]], dtype=np.float64)
     else:
         which = nearest_scale(b, maps.factors)
-        cells = window_cells(scale_box_array(b, maps.factors[which]), stride, offset, sizes[which])
-    return np.concatenate([which[:, None], cells], axis=1)
+        rois[0] = which
+        sides = b.T * np.tile(maps.factors.T, (2, 1))[:, which]
+        sizes = np.array([tuple(m.shape[1:]) for m in maps.maps], dtype=np.float64).reshape(-1, 2)  # h, w
+        limit = (sizes[:, ::-1].T - 1)[:, which]
+    cell_rows(sides, stride, offset, limit, out=rois[1:])
+    return rois.T
 
 
 class FeatureExtractor:

@@ -40,19 +40,50 @@ def window_cells(boxes: np.ndarray, stride: int, offset: float, map_hw: tuple[in
     """``map_windows`` on numpy arrays: (N, 4) int64 inclusive cells (x0, y0, x1, y1)."""
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     hw = np.asarray(map_hw, dtype=np.float64).reshape(-1, 2)
-    first = b[:, :2]  # first pixel inside, x and y
-    last = b[:, 2:] - 1.0  # last pixel inside
-    lo = np.floor((first - offset) / stride + _EPS) + 1
-    hi = np.ceil((last - offset) / stride - _EPS) - 1
-    limit = hw[:, ::-1] - 1  # (width - 1, height - 1), per box or shared
-    lo = np.minimum(np.maximum(lo, 0), limit)
-    hi = np.minimum(np.maximum(hi, 0), limit)
-    centre = np.floor(((first + last) / 2 - offset) / stride + 0.5)  # ties go right
-    centre = np.minimum(np.maximum(centre, 0), limit)
-    collapsed = lo > hi
-    lo = np.where(collapsed, centre, lo)
-    hi = np.where(collapsed, centre, hi)
-    return np.concatenate([lo, hi], axis=1).astype(np.int64)
+    limit = hw[:, ::-1].T - 1  # (2, 1) or (2, N): width - 1, height - 1
+    return np.ascontiguousarray(cell_rows(b.T, stride, offset, limit).T)
+
+
+# Per side (x1, y1, x2, y2), as columns that broadcast along a row of N windows.
+_SIDE_EPS = np.array([[_EPS], [_EPS], [-_EPS], [-_EPS]])
+_SIDE_STEP = np.array([[1.0], [1.0], [-1.0], [-1.0]])
+
+
+def cell_rows(sides: np.ndarray, stride: int, offset: float, limit: np.ndarray,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """``window_cells`` with the boxes' sides as rows: ``sides`` (4, N) float64 (x1, y1, x2,
+    y2 in the resized image's pixels), ``limit`` (2, 1) or (2, N) (width - 1, height - 1 of
+    each box's map). Returns (4, N) int64 cells (x0, y0, x1, y1), in ``out`` when given.
+
+    The same float operations as the formulas above, in place on contiguous rows: each call
+    then covers every window (one side-pair or all four sides), which is several times fewer
+    numpy calls than column slices of (N, 4) arrays need (this runs per image, after the conv
+    has flushed the caches, where each call costs more than its arithmetic)."""
+    v = np.array(sides, dtype=np.float64, order="C")  # a row-contiguous copy, worked on in place
+    v[2:] -= 1.0  # last pixel inside
+    centre = v[:2] + v[2:]  # of the first and last pixels, x and y
+    centre /= 2
+    centre -= offset
+    centre /= stride
+    centre += 0.5
+    np.floor(centre, out=centre)  # ties go right
+    v -= offset
+    v /= stride
+    v += _SIDE_EPS  # keeps exact multiples of the stride from tipping over
+    np.floor(v[:2], out=v[:2])
+    np.ceil(v[2:], out=v[2:])
+    v += _SIDE_STEP  # left = floor(..) + 1, right = ceil(..) - 1
+    np.maximum(v, 0, out=v)
+    np.minimum(v, np.concatenate([limit, limit]), out=v)
+    np.maximum(centre, 0, out=centre)
+    np.minimum(centre, limit, out=centre)
+    collapsed = v[:2] > v[2:]
+    np.copyto(v[:2], centre, where=collapsed)
+    np.copyto(v[2:], centre, where=collapsed)
+    if out is None:
+        return v.astype(np.int64)
+    np.copyto(out, v, casting="unsafe")
+    return out
 
 
 def scale_boxes(boxes: np.ndarray | torch.Tensor, factors_xy: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,7 @@ channel c of bin (row i, column j) of level n.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from typing import NamedTuple, Sequence
@@ -91,7 +92,9 @@ def sparse_table(fmap: torch.Tensor, ky_max: int, kx_max: int, out: torch.Tensor
     """
     _, h, w = fmap.shape
     t = out
-    with torch.no_grad():  # views by select / narrow: cheaper than indexing with tuples
+    # (Entering no_grad costs tens of microseconds; pooling runs under inference mode.)
+    with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
+        # Views by select / narrow: cheaper than indexing with tuples.
         column = t.select(1, 0)  # kx = 0
         column.select(0, 0).copy_(fmap.permute(1, 2, 0))
         for ky in range(1, ky_max + 1):
@@ -212,7 +215,8 @@ class SpatialPyramidPooling(nn.Module):
         ny, nx = spans.ny, spans.lo.size - spans.ny
         windows, inverse = _distinct(spans.of_window[:k] * nx + (spans.of_window[k:] - ny), ny * nx)
         if windows.size < k and windows.size <= max_share * k:
-            distinct = spans._replace(of_window=np.concatenate([windows // nx, windows % nx + ny]))
+            y_span, x_span = np.divmod(windows, nx)
+            distinct = spans._replace(of_window=np.concatenate([y_span, x_span + ny]))
             return self._pool(maps, distinct, dtype), torch.from_numpy(inverse).to(device)
         return self._pool(maps, spans, dtype), torch.arange(k, device=device)
 
@@ -225,11 +229,15 @@ class SpatialPyramidPooling(nn.Module):
             plan = self._fine_plan
             start, end = level_edges(spans.lo, spans.hi, plan.looked_up)
         table_dtype = dtype if dtype.itemsize <= maps[0].dtype.itemsize else maps[0].dtype
-        # Each output bin's row in ``values`` (at derived levels' positions, a placeholder).
-        values, row_of = _lookup_bins(maps, spans, start, end, plan.bin_rows, plan.bin_cols, table_dtype)
-        row_of = row_of.reshape(-1)
-        if values.dtype != dtype:  # convert only the rows the output uses, not the whole table
-            used, row_of = _distinct(row_of, values.shape[0])
+        # Every index is planned on the host (numpy) first; the torch ops then run back to
+        # back on the maps' device.
+        lookups = _lookup_bins(maps, spans, start, end, plan.bin_rows, plan.bin_cols)
+        # Each output bin's row in the buffer (at derived levels' positions, a placeholder).
+        row_of, used = lookups.row_of.reshape(-1), None
+        if table_dtype != dtype:  # convert only the rows the output uses, not the whole table
+            used, row_of = _distinct(row_of, lookups.table_rows + sum(lookups.counts))
+        values = _run_lookups(maps, lookups, table_dtype)
+        if used is not None:
             values = _gather_rows(values, used).to(dtype)
         out = _gather_rows(values, row_of).view(k, self.num_bins, c)
         for n, src in plan.derived:  # a level whose bins are unions of a finer level's bins
@@ -317,6 +325,12 @@ def _bin_offsets(levels: tuple[int, ...], sizes: int) -> tuple[np.ndarray, np.nd
     return first, end, floor_log2(np.maximum((end - first).max(1), 1))
 
 
+@functools.lru_cache(maxsize=16)
+def _floor_log2_table(n: int) -> np.ndarray:
+    """floor(log2(v)) for v in 0 .. n - 1 (0 for v = 0), int64: looked up per interval."""
+    return floor_log2(np.maximum(np.arange(n, dtype=np.int64), 1))
+
+
 def _size_bound(size: int) -> int:
     """A number of region sizes above ``size``, rounded up (few distinct ``_bin_offsets``)."""
     return max(64, 1 << size.bit_length())
@@ -345,9 +359,11 @@ class _Spans(NamedTuple):
         axis_map = np.concatenate([index, index + m])  # y spans first, then x
         key = (axis_map * size + np.concatenate([y0, x0])) * size + np.concatenate([y1, x1])
         values, of_window = _distinct(key, 2 * m * size * size)
-        lo, hi = (values // size) % size, values % size
-        axis_map = values // (size * size)
-        return cls(lo, hi, axis_map % m, int(np.searchsorted(axis_map, m)), of_window, m, size)
+        rest, hi = np.divmod(values, size)
+        axis_map, lo = np.divmod(rest, size)
+        ny = int(np.searchsorted(axis_map, m))
+        axis_map[ny:] -= m
+        return cls(lo, hi, axis_map, ny, of_window, m, size)
 
     def table_size(self, maps: list[torch.Tensor], levels: tuple[int, ...]) -> int:
         """Rows of the sparse tables of every map with blocks up to the largest of the bins
@@ -402,87 +418,116 @@ def _sparse(space: int, size: int) -> bool:
     return space > max(1 << 16, 8 * size)
 
 
+class _BinLookups(NamedTuple):
+    """Which table rows make the bins of a set of windows (planned on the host, in numpy,
+    before any of the maps' values move; ``_lookup_bins`` plans it, ``_run_lookups`` does it).
+
+    - ``shapes``: each map's sparse-table shape (ky levels, kx levels, H, W);
+    - ``table_rows``: rows of all the tables, followed in the buffer by the combined bins;
+    - ``corners``: the table rows of the combined bins' corners, kind by kind (2 along x,
+      2 along y, 4), corner-major within a kind;
+    - ``counts``: how many combined bins of each of those kinds;
+    - ``row_of``: each window's bins' rows in the buffer (K, B)."""
+
+    shapes: list[tuple[int, int, int, int]]
+    table_rows: int
+    corners: np.ndarray
+    counts: tuple[int, int, int]
+    row_of: np.ndarray
+
+
 def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end: np.ndarray,
-                 bin_rows: np.ndarray, bin_cols: np.ndarray, dtype: torch.dtype
-                 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Max over each bin of the windows whose spans are ``spans``, each distinct bin looked
-    up once. ``start``/``end`` (S, E): the bin edges along each span (``level_edges``); bin
-    b of a window spans row edge ``bin_rows[b]`` of its y span and column edge
-    ``bin_cols[b]`` of its x span. Returns a (rows, C) buffer in ``dtype`` on the maps'
-    device that holds every bin's max, and each window's bins' rows in it (K, B).
+                 bin_rows: np.ndarray, bin_cols: np.ndarray) -> _BinLookups:
+    """Plan the max over each bin of the windows whose spans are ``spans``, each distinct
+    bin looked up once. ``start``/``end`` (S, E): the bin edges along each span
+    (``level_edges``); bin b of a window spans row edge ``bin_rows[b]`` of its y span and
+    column edge ``bin_cols[b]`` of its x span. Only the maps' shapes are read.
 
     A bin is a pair of intervals, one per axis, and windows share intervals widely: the
     distinct intervals are found first (few), a bin is a pair of their ids, and its four
-    table corners are sums of a row part and a column part. The buffer is the sparse table
-    followed by the maxima of the bins that are not one table entry: a bin whose sides are
-    powers of two is its table entry's row, with no copy.
+    table corners are sums of a row part and a column part. The buffer ``_run_lookups``
+    fills is the sparse table followed by the maxima of the bins that are not one table
+    entry: a bin whose sides are powers of two is its table entry's row, with no copy.
     """
     m, size, ny = spans.n_maps, spans.size, spans.ny
     k = spans.of_window.size // 2
     # Distinct intervals of both axes by one key: (axis, map, start, length).
     length = end - start  # 1 .. size
-    axis_map = spans.map + np.where(np.arange(start.shape[0]) < ny, 0, m)
+    axis_map = spans.map.copy()  # axis and map: y spans first, then x
+    axis_map[ny:] += m
     values, ids = _distinct((axis_map[:, None] * size + start) * (size + 1) + length, 2 * m * size * (size + 1))
-    i_len = values % (size + 1)
-    rest = values // (size + 1)
-    i_start, i_map = rest % size, rest // size
-    nyi = int(np.searchsorted(i_map, m))  # y intervals first (sorted keys), then x
+    rest, i_len = np.divmod(values, size + 1)
+    i_axis_map, i_start = np.divmod(rest, size)
+    nyi = int(np.searchsorted(i_axis_map, m))  # y intervals first (sorted keys), then x
     nxi = values.size - nyi
-    i_map = i_map % m
-    level = floor_log2(i_len)
+    level = _floor_log2_table(size + 1)[i_len]
     # A bin's key: its y interval id and x interval id, from each window's two spans.
     key = (np.take(ids * nxi, bin_rows, axis=1)[spans.of_window[:k]]
            + np.take(ids - nyi, bin_cols, axis=1)[spans.of_window[k:]])
     bins = _distinct_values(key, nyi * nxi)
-    yi, xi = bins // nxi, bins % nxi + nyi
+    yi, xi = np.divmod(bins, nxi)
+    xi += nyi
     # A side whose length is a power of two is one block: its two corners coincide. Order
     # the bins by how many distinct corners they have (1, 2 along x, 2 along y, 4) and
     # read only those.
-    split = (i_len & (i_len - 1)) != 0
-    kind = split[yi].astype(np.int8) * 2 + split[xi]
+    split = ((i_len & (i_len - 1)) != 0).astype(np.int8)
+    kind = (split * 2)[yi] + split[xi]
     order = np.argsort(kind, kind="stable")  # a radix sort for 8-bit keys
     ends = list(itertools.accumulate(np.bincount(kind, minlength=4).tolist(), initial=0))
-    ky_max, kx_max = _max_per_map(level[:nyi], i_map[:nyi], m), _max_per_map(level[nyi:], i_map[nyi:], m)
+    ky_max = _max_per_map(level[:nyi], i_axis_map[:nyi], m)
+    kx_max = _max_per_map(level[nyi:], i_axis_map[nyi:] - m, m)
     shapes = [(int(a) + 1, int(b) + 1, f.shape[1], f.shape[2]) for a, b, f in zip(ky_max, kx_max, maps)]
-    combined = bins.size - ends[1]  # bins made of 2 or 4 table entries, stored after the table
-    rows, geo, table_rows = _flat_table(maps, shapes, dtype, extra_rows=combined)
+    starts = list(itertools.accumulate((a * b * h * w for a, b, h, w in shapes), initial=0))
+    table_rows = starts[-1]
     # Row of table entry [ky, kx, y, x] of a map: base + (ky * lx + kx) * h * w + y * w + x,
-    # split into a part of the y interval (first, last block) and one of the x interval.
-    base, lx, h, w = geo[i_map].T
-    is_y = np.arange(values.size) < nyi
-    near = np.where(is_y, base + level * lx * h * w + i_start * w, level * h * w + i_start)
-    far = near + (i_len - (1 << level)) * np.where(is_y, w, 1)
+    # split into a part of the y interval (first, last block) and one of the x interval:
+    # offset + level * level_step + start * step, per (axis, map).
+    steps = np.array([(s0, lx * h * w, w) for s0, (_, lx, h, w) in zip(starts, shapes)]
+                     + [(0, h * w, 1) for _, _, h, w in shapes], dtype=np.int64)
+    offset, level_step, step = steps[i_axis_map].T
+    near = offset + level * level_step + i_start * step
+    far = near + (i_len - (1 << level)) * step
     yi, xi = yi[order], xi[order]
     t, b, l, r = near[yi], far[yi], near[xi], far[xi]
     tl = t + l
+    combined = bins.size - ends[1]  # bins made of 2 or 4 table entries, stored after the table
     row_of_bin = np.empty(bins.size, dtype=np.int64)
     row_of_bin[order[:ends[1]]] = tl[:ends[1]]
     row_of_bin[order[ends[1]:]] = np.arange(table_rows, table_rows + combined)
-    # Every combined bin's corners in one gather, then each kind's maximum into its rows.
+    # The other corners of the combined bins (of the 4-corner ones, all three).
+    c = slice(ends[1], None)
+    tr, bl, br = t[c] + r[c], b[c] + l[c], b[c] + r[c]
     x2, y2, xy4 = (slice(ends[i], ends[i + 1]) for i in (1, 2, 3))  # 2 along x, 2 along y, 4
-    gathered = _gather_rows(rows, np.concatenate([
-        tl[x2], t[x2] + r[x2], tl[y2], b[y2] + l[y2], tl[xy4], t[xy4] + r[xy4], b[xy4] + l[xy4], b[xy4] + r[xy4]]))
-    c, first = rows.shape[1], 0
-    for i, corners in ((1, 2), (2, 2), (3, 4)):
-        n = ends[i + 1] - ends[i]
-        _max_rows(gathered[first:first + corners * n].view(corners, n, c),
-                  out=rows[table_rows + ends[i] - ends[1]:table_rows + ends[i + 1] - ends[1]])
-        first += corners * n
-    return rows, _lookup(bins, row_of_bin, key, nyi * nxi)
+    x2c, y2c, xy4c = (slice(ends[i] - ends[1], ends[i + 1] - ends[1]) for i in (1, 2, 3))
+    corners = np.concatenate([tl[x2], tr[x2c], tl[y2], bl[y2c], tl[xy4], tr[xy4c], bl[xy4c], br[xy4c]])
+    counts = (ends[2] - ends[1], ends[3] - ends[2], ends[4] - ends[3])
+    return _BinLookups(shapes, table_rows, corners, counts, _lookup(bins, row_of_bin, key, nyi * nxi))
+
+
+def _run_lookups(maps: list[torch.Tensor], lookups: _BinLookups, dtype: torch.dtype) -> torch.Tensor:
+    """The (rows, C) buffer in ``dtype`` on the maps' device that ``lookups`` plans: every
+    map's sparse table, then the combined bins' maxima (one gather of all their corners,
+    then each kind's maximum into its rows)."""
+    rows = _flat_table(maps, lookups.shapes, dtype, extra_rows=sum(lookups.counts))
+    gathered = _gather_rows(rows, lookups.corners)
+    c, first, row = rows.shape[1], 0, lookups.table_rows
+    for n, corners in zip(lookups.counts, (2, 2, 4)):
+        _max_rows(gathered[first:first + corners * n].view(corners, n, c), out=rows[row:row + n])
+        first, row = first + corners * n, row + n
+    return rows
 
 
 def _flat_table(maps: list[torch.Tensor], shapes: list[tuple[int, int, int, int]], dtype: torch.dtype,
-                extra_rows: int = 0) -> tuple[torch.Tensor, np.ndarray, int]:
-    """Every map's sparse table in one (rows, C) buffer of ``dtype`` on the maps' device,
-    filled in place and followed by ``extra_rows`` rows left for the caller; each map's
-    (first row, block sizes in x, H, W) in it, (M, 4); and the number of table rows."""
+                extra_rows: int = 0) -> torch.Tensor:
+    """Every map's sparse table (``shapes``) in one (rows, C) buffer of ``dtype`` on the
+    maps' device, one after the other, filled in place and followed by ``extra_rows`` rows
+    left for the caller."""
     c = maps[0].shape[0]
     starts = list(itertools.accumulate((a * b * h * w for a, b, h, w in shapes), initial=0))
     rows = maps[0].new_empty((starts[-1] + extra_rows, c), dtype=dtype)
     for f, shape, s0, s1 in zip(maps, shapes, starts[:-1], starts[1:]):
         sparse_table(f, shape[0] - 1, shape[1] - 1, out=rows[s0:s1].view(*shape, c))
-    geometry = [(s0, b, h, w) for s0, (_, b, h, w) in zip(starts, shapes)]
-    return rows, np.array(geometry, dtype=np.int64).reshape(-1, 4), starts[-1]
+    return rows
 
 
 def _as_map_list(features: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:

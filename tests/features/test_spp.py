@@ -182,9 +182,9 @@ def test_coarse_maps_look_levels_up_and_fine_maps_derive_them(size, k, looked_up
     seen = []
     lookup = spp_module._lookup_bins
 
-    def spy(maps, index, start, end, bin_rows, bin_cols, *args, **kwargs):
+    def spy(maps, spans, start, end, bin_rows, bin_cols):
         seen.append(start.shape[1])  # the bin edges of the looked-up levels
-        return lookup(maps, index, start, end, bin_rows, bin_cols, *args, **kwargs)
+        return lookup(maps, spans, start, end, bin_rows, bin_cols)
 
     monkeypatch.setattr(spp_module, "_lookup_bins", spy)
     rng = np.random.default_rng(k + 1)

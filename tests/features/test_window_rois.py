@@ -8,6 +8,8 @@ import torch
 
 from sppdet.errors import ArgumentError
 from sppdet.features.extractor import FeatureMaps, pool_distinct_windows, window_rois
+from sppdet.features.mapping import map_windows, scale_box_array
+from sppdet.features.pyramid import nearest_scale
 from sppdet.features.spp import SpatialPyramidPooling, _rois_inside
 
 
@@ -47,3 +49,22 @@ def test_non_finite_boxes_are_refused_with_the_box(bad):
     boxes = np.array([[10.0, 10.0, 50.0, 60.0], [5.0, bad, 30.0, 40.0]])
     with pytest.raises(ArgumentError, match="finite"):
         window_rois(maps, boxes, 16, 0.0)
+
+
+@pytest.mark.parametrize("scales_hw, factors", [
+    ([(19, 25)], [(0.75, 1.25)]),
+    ([(10, 13), (19, 25), (38, 50)], [(0.5, 0.4), (1.0, 0.8), (2.0, 1.6)]),
+])
+def test_rois_are_the_nearest_scale_and_its_mapped_cells(scales_hw, factors):
+    """window_rois works on the boxes' sides as rows; it must equal the per-box path:
+    ``nearest_scale``, then ``map_windows`` of the box scaled to that scale."""
+    rng = np.random.default_rng(7)
+    maps = _maps(scales_hw, factors)
+    boxes = _boxes(rng, 400)
+    boxes[::3] = np.round(boxes[::3] / 8) * 8  # exact multiples of the stride's fractions
+    rois = window_rois(maps, boxes, 16, 7.5)
+    which = nearest_scale(boxes, maps.factors)
+    for i, box in enumerate(boxes):
+        s = which[i]
+        cell = map_windows(scale_box_array(box[None], maps.factors[s]), 16, 7.5, scales_hw[s])[0]
+        assert rois[i].tolist() == [s, *cell.tolist()], i
