@@ -66,22 +66,26 @@ def window_rois(maps: FeatureMaps, boxes: np.ndarray | torch.Tensor, stride: int
     five columns contiguous), as pooling reads it."""
     b = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    if not np.isfinite(b).all():  # the cells below are inside their maps for finite boxes only
-        raise ArgumentError(f"window boxes must be finite, got {b[~np.isfinite(b).all(1)][0].tolist()}")
-    rois = np.empty((5, b.shape[0]), dtype=np.int64)
-    if len(maps.maps) == 1:  # one scale: every window on it
-        h, w = maps.maps[0].shape[1:]
-        fx, fy = maps.factors[0]
-        rois[0] = 0
-        sides = b.T * np.array([[fx], [fy], [fx], [fy]])
-        limit = np.array([[w - 1], [h - 1]], dtype=np.float64)
-    else:
-        which = nearest_scale(b, maps.factors)
-        rois[0] = which
-        sides = b.T * np.tile(maps.factors.T, (2, 1))[:, which]
-        sizes = np.array([tuple(m.shape[1:]) for m in maps.maps], dtype=np.float64).reshape(-1, 2)  # h, w
-        limit = (sizes[:, ::-1].T - 1)[:, which]
-    cell_rows(sides, stride, offset, limit, out=rois[1:])
+    with np.errstate(over="ignore", invalid="ignore"):
+        rois = np.empty((5, b.shape[0]), dtype=np.int64)
+        if len(maps.maps) == 1:  # one scale: every window on it
+            h, w = maps.maps[0].shape[1:]
+            rois[0] = 0
+            sides = b.T * maps.factors[0, [0, 1, 0, 1], None]  # (fx, fy, fx, fy) as a column
+            limit = np.array([[w - 1], [h - 1]], dtype=np.float64)
+        else:
+            which = nearest_scale(b, maps.factors)
+            rois[0] = which
+            sides = b.T * np.tile(maps.factors.T, (2, 1))[:, which]
+            sizes = np.array([tuple(m.shape[1:]) for m in maps.maps], dtype=np.float64).reshape(-1, 2)  # h, w
+            limit = (sizes[:, ::-1].T - 1)[:, which]
+        # The cells are inside their maps for finite scaled boxes only. One sum is cheaper than a
+        # test per value; where it overflows, each value is tested. (Huge finite sides are
+        # clamped into the map like any other, without overflow warnings.)
+        if not np.isfinite(sides.sum()) and not np.isfinite(sides).all():
+            bad = b[~np.isfinite(sides).all(0)][0].tolist()
+            raise ArgumentError(f"window boxes must be finite (also once scaled to the feature map), got {bad}")
+        cell_rows(sides, stride, offset, limit, out=rois[1:])
     return rois.T
 
 

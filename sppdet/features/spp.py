@@ -223,11 +223,11 @@ class SpatialPyramidPooling(nn.Module):
     def _pool(self, maps: list[torch.Tensor], spans: "_Spans", dtype: torch.dtype) -> torch.Tensor:
         k, c = spans.of_window.size // 2, maps[0].shape[0]
         plan = self._coarse_plan
-        start, end = level_edges(spans.lo, spans.hi, plan.looked_up)
-        if spans.table_size(maps, plan.looked_up) > k * self.num_bins:
+        start, end, table_rows = spans.edges(maps, plan.looked_up)
+        if table_rows > k * self.num_bins:
             # Fine maps: a table up to every level's bins would outgrow the output.
             plan = self._fine_plan
-            start, end = level_edges(spans.lo, spans.hi, plan.looked_up)
+            start, end, _ = spans.edges(maps, plan.looked_up)
         table_dtype = dtype if dtype.itemsize <= maps[0].dtype.itemsize else maps[0].dtype
         # Every index is planned on the host (numpy) first; the torch ops then run back to
         # back on the maps' device.
@@ -365,15 +365,17 @@ class _Spans(NamedTuple):
         axis_map[ny:] -= m
         return cls(lo, hi, axis_map, ny, of_window, m, size)
 
-    def table_size(self, maps: list[torch.Tensor], levels: tuple[int, ...]) -> int:
-        """Rows of the sparse tables of every map with blocks up to the largest of the bins
-        of ``levels`` on it."""
+    def edges(self, maps: list[torch.Tensor], levels: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, int]:
+        """``level_edges`` of every span (start, end: (S, sum(levels))), and the rows of the
+        sparse tables of every map with blocks up to the largest of those bins on it."""
         a = self.hi - self.lo + 1
-        level = _bin_offsets(levels, _size_bound(int(a.max())))[2][a]
+        first, end, longest = _bin_offsets(levels, _size_bound(int(a.max())))
+        lo = self.lo[:, None]
+        level = longest[a]
         ky_max = _max_per_map(level[:self.ny], self.map[:self.ny], self.n_maps)
         kx_max = _max_per_map(level[self.ny:], self.map[self.ny:], self.n_maps)
         hw = np.array([f.shape[1] * f.shape[2] for f in maps], dtype=np.int64)
-        return int(((ky_max + 1) * (kx_max + 1) * hw).sum())
+        return lo + first[a], lo + end[a], int(((ky_max + 1) * (kx_max + 1) * hw).sum())
 
 
 def _max_per_map(values: np.ndarray, index: np.ndarray, maps: int) -> np.ndarray:

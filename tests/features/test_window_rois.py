@@ -68,3 +68,17 @@ def test_rois_are_the_nearest_scale_and_its_mapped_cells(scales_hw, factors):
         s = which[i]
         cell = map_windows(scale_box_array(box[None], maps.factors[s]), 16, 7.5, scales_hw[s])[0]
         assert rois[i].tolist() == [s, *cell.tolist()], i
+
+
+@pytest.mark.filterwarnings("error")
+def test_huge_finite_boxes_are_clamped_or_refused_never_outside_the_map():
+    """Values near the float64 limit sum to infinity (the quick test) without being
+    infinite; scaled up, they overflow, which is refused like an infinite box."""
+    maps = _maps([(19, 25)], [(1.0, 1.0)])
+    boxes = np.array([[1e308, 1e308, 1.5e308, 1.5e308], [-1e308, 5.0, 1e308, 40.0], [1e308, 0.0, -1e308, 9.0]])
+    rois = window_rois(maps, boxes, 16, 0.0)
+    assert _rois_inside(rois, np.array([(19, 25)]))
+    # Inverted (x1 > x2): collapsed to the cell nearest its centre, 0.
+    assert rois[:, 1].tolist() == [24, 0, 0] and rois[:, 3].tolist() == [24, 24, 0]
+    with pytest.raises(ArgumentError, match="finite"):
+        window_rois(_maps([(19, 25)], [(2.0, 2.0)]), boxes, 16, 0.0)  # 2e308 overflows
