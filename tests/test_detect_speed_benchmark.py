@@ -34,6 +34,8 @@ def test_a_configuration_runs_in_its_own_process_and_reports_its_stages(make_voc
     assert (row["threads"], row["preset"], row["mode"], row["torch_threads"]) == (1, "fast", "serial", 1)
     assert row["conv_median"] > 0 and row["pooling_median"] > 0
     assert row["total_median"] >= row["conv_median"] + row["pooling_median"]
+    # Each image's pooling share; with three images the median is one image's own ratio.
+    assert 0 < row["pooling_over_conv_median"] < 1
 
 
 def test_warm_up_covers_every_image_size_once():
