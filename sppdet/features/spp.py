@@ -53,7 +53,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -464,11 +464,19 @@ def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end
     nxi = values.size - nyi
     level = _floor_log2_table(size + 1)[i_len]
     # A bin's key: its y interval id and x interval id, from each window's two spans.
-    key = (np.take(ids * nxi, bin_rows, axis=1)[spans.of_window[:k]]
-           + np.take(ids - nyi, bin_cols, axis=1)[spans.of_window[k:]])
-    bins = _distinct_values(key, nyi * nxi)
-    yi, xi = np.divmod(bins, nxi)
-    xi += nyi
+    if m == 1:
+        bin_space = nyi * nxi
+        key = (np.take(ids * nxi, bin_rows, axis=1)[spans.of_window[:k]]
+               + np.take(ids - nyi, bin_cols, axis=1)[spans.of_window[k:]])
+        bins = _distinct_values(key, bin_space)
+        yi, xi = np.divmod(bins, nxi)
+        xi += nyi
+    else:  # a bin pairs intervals of one map: the key space is each map's pairs, not all
+        bin_space, part, decode = _per_map_bin_keys(i_axis_map, nyi, m)
+        key = (np.take(part[ids], bin_rows, axis=1)[spans.of_window[:k]]
+               + np.take(part[ids], bin_cols, axis=1)[spans.of_window[k:]])
+        bins = _distinct_values(key, bin_space)
+        yi, xi = decode(bins)
     # A side whose length is a power of two is one block: its two corners coincide. Order
     # the bins by how many distinct corners they have (1, 2 along x, 2 along y, 4) and
     # read only those.
@@ -503,7 +511,34 @@ def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end
     x2c, y2c, xy4c = (slice(ends[i] - ends[1], ends[i + 1] - ends[1]) for i in (1, 2, 3))
     corners = np.concatenate([tl[x2], tr[x2c], tl[y2], bl[y2c], tl[xy4], tr[xy4c], bl[xy4c], br[xy4c]])
     counts = (ends[2] - ends[1], ends[3] - ends[2], ends[4] - ends[3])
-    return _BinLookups(shapes, table_rows, corners, counts, _lookup(bins, row_of_bin, key, nyi * nxi))
+    return _BinLookups(shapes, table_rows, corners, counts, _lookup(bins, row_of_bin, key, bin_space))
+
+
+def _per_map_bin_keys(i_axis_map: np.ndarray, nyi: int, m: int
+                      ) -> tuple[int, np.ndarray, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]]:
+    """Bin keys for several maps, where a bin pairs a y interval and an x interval of the
+    same map. Intervals are sorted by (axis, map): map i's y intervals are ids ys_i ..
+    ys_i + ny_i - 1, its x intervals nyi + xs_i .. nyi + xs_i + nx_i - 1, and its bins take
+    keys base_i .. base_i + ny_i nx_i - 1 (base: the sum of ny_j nx_j over the maps
+    before it). Against all pairs of intervals (nyi nxi keys), that is about m times fewer
+    keys, which keeps them dense (marked in a table, no sort).
+
+    Returns the number of keys, each interval's part of a key (a y interval's and an x
+    interval's parts add up to the key of their bin), and the decoder from keys back to
+    (y interval id, x interval id)."""
+    map_y, map_x = i_axis_map[:nyi], i_axis_map[nyi:] - m
+    ny, nx = np.bincount(map_y, minlength=m), np.bincount(map_x, minlength=m)
+    ys, xs = np.cumsum(ny) - ny, np.cumsum(nx) - nx  # each map's first interval
+    base = np.cumsum(ny * nx) - ny * nx
+    part = np.concatenate([base[map_y] + (np.arange(nyi) - ys[map_y]) * nx[map_y],
+                           np.arange(map_x.size) - xs[map_x]])
+
+    def decode(bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        on = np.searchsorted(base, bins, side="right") - 1  # each bin's map (keys are sorted)
+        yl, xl = np.divmod(bins - base[on], nx[on])
+        return ys[on] + yl, nyi + xs[on] + xl
+
+    return int((ny * nx).sum()), part, decode
 
 
 def _run_lookups(maps: list[torch.Tensor], lookups: _BinLookups, dtype: torch.dtype) -> torch.Tensor:

@@ -79,6 +79,18 @@ def test_shared_and_distinct_bins_match_brute_force(size, k):
     torch.testing.assert_close(got, brute_force([fmap], rois, (1, 2, 3, 6)), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("k", [40, 3000])
+def test_several_maps_with_one_left_empty_match_brute_force(k):
+    """Bins pair intervals of one map, keyed per map: a map with no window between two that
+    have some (an empty key range), and enough windows for keys of every kind of bin."""
+    rng = np.random.default_rng(k)
+    sizes = [(13, 17), (6, 7), (45, 60), (30, 9)]
+    maps = [torch.randn(4, h, w, generator=torch.Generator().manual_seed(i)) for i, (h, w) in enumerate(sizes)]
+    rois = [r for r in random_rois(rng, sizes, k) if r[0] != 1]
+    got = SpatialPyramidPooling()(maps, torch.tensor(rois))
+    torch.testing.assert_close(got, brute_force(maps, rois, (1, 2, 3, 6)), rtol=0, atol=0)
+
+
 def test_single_map_and_batch_inputs():
     rng = np.random.default_rng(3)
     fmap = torch.randn(4, 11, 14)
