@@ -233,17 +233,12 @@ class SpatialPyramidPooling(nn.Module):
         # back on the maps' device.
         lookups = _lookup_bins(maps, spans, start, end, plan.bin_rows, plan.bin_cols)
         # Each output bin's row in the buffer (at derived levels' positions, a placeholder).
-        row_of, used = lookups.row_of.reshape(-1), None
-        if table_dtype != dtype:  # convert only the rows the output uses, not the whole table
-            used, row_of = _distinct(row_of, lookups.table_rows + sum(lookups.counts))
         values = _run_lookups(maps, lookups, table_dtype)
-        if used is not None:
-            values = _gather_rows(values, used).to(dtype)
-        out = _gather_rows(values, row_of).view(k, self.num_bins, c)
+        out = _gather_rows(values, lookups.row_of.reshape(-1)).view(k, self.num_bins, c)
         for n, src in plan.derived:  # a level whose bins are unions of a finer level's bins
             s = src // n
             # Bin (i, j) of level n is the max of bins (i s + a, j s + b) of level src, read
-            # from the output itself (max commutes with the monotone dtype rounding).
+            # from the output itself (max commutes with the monotone dtype conversion below).
             # (torch.maximum of strided views: faster here than torch.amax over the parts.)
             src_bins = out[:, self._offsets[src]:self._offsets[src] + src * src].view(k, n, s, n, s, c)
             parts = [src_bins[:, :, a, :, b] for a in range(s) for b in range(s)]
@@ -251,6 +246,11 @@ class SpatialPyramidPooling(nn.Module):
             torch.maximum(parts[0], parts[1], out=dest)
             for part in parts[2:]:
                 torch.maximum(dest, part, out=dest)
+        if table_dtype != dtype:
+            # float16 maps into float32 features: gathered and maxed at half the bytes, then
+            # converted in one streaming pass (cheaper than converting the used rows of the
+            # table first and gathering float32 rows).
+            out = out.to(dtype)
         return out.view(k, -1)
 
     def _pool_differentiable(self, maps: list[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
