@@ -221,6 +221,8 @@ class SpatialPyramidPooling(nn.Module):
         return self._pool(maps, spans, dtype), torch.arange(k, device=device)
 
     def _pool(self, maps: list[torch.Tensor], spans: "_Spans", dtype: torch.dtype) -> torch.Tensor:
+        """(K, dim) features in ``dtype`` of the K windows of ``spans``: the plan's levels
+        looked up in the maps' sparse tables, the other levels derived from them."""
         k, c = spans.of_window.size // 2, maps[0].shape[0]
         plan = self._coarse_plan
         start, end, table_rows = spans.edges(maps, plan.looked_up)
@@ -232,8 +234,9 @@ class SpatialPyramidPooling(nn.Module):
         # Every index is planned on the host (numpy) first; the torch ops then run back to
         # back on the maps' device.
         lookups = _lookup_bins(maps, spans, start, end, plan.bin_rows, plan.bin_cols)
-        # Each output bin's row in the buffer (at derived levels' positions, a placeholder).
         values = _run_lookups(maps, lookups, table_dtype)
+        # Each output bin from its row in the buffer (at derived levels' positions, a
+        # placeholder, overwritten below).
         out = _gather_rows(values, lookups.row_of.reshape(-1)).view(k, self.num_bins, c)
         for n, src in plan.derived:  # a level whose bins are unions of a finer level's bins
             s = src // n
