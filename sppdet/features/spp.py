@@ -467,7 +467,7 @@ def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end
     nxi = values.size - nyi
     level = _floor_log2_table(size + 1)[i_len]
     # A bin's key: its y interval id and x interval id, from each window's two spans.
-    if m == 1:
+    if m == 1:  # the per-map keys below, for one map, in fewer numpy calls (the detector's case)
         bin_space = nyi * nxi
         key = (np.take(ids * nxi, bin_rows, axis=1)[spans.of_window[:k]]
                + np.take(ids - nyi, bin_cols, axis=1)[spans.of_window[k:]])
@@ -490,7 +490,7 @@ def _lookup_bins(maps: list[torch.Tensor], spans: _Spans, start: np.ndarray, end
     ky_max = _max_per_map(level[:nyi], i_axis_map[:nyi], m)
     kx_max = _max_per_map(level[nyi:], i_axis_map[nyi:] - m, m)
     shapes = [(int(a) + 1, int(b) + 1, f.shape[1], f.shape[2]) for a, b, f in zip(ky_max, kx_max, maps)]
-    starts = list(itertools.accumulate((a * b * h * w for a, b, h, w in shapes), initial=0))
+    starts = _table_starts(shapes)
     table_rows = starts[-1]
     # Row of table entry [ky, kx, y, x] of a map: base + (ky * lx + kx) * h * w + y * w + x,
     # split into a part of the y interval (first, last block) and one of the x interval:
@@ -557,13 +557,18 @@ def _run_lookups(maps: list[torch.Tensor], lookups: _BinLookups, dtype: torch.dt
     return rows
 
 
+def _table_starts(shapes: list[tuple[int, int, int, int]]) -> list[int]:
+    """Each map's first row in the flat table buffer, then the number of table rows."""
+    return list(itertools.accumulate((a * b * h * w for a, b, h, w in shapes), initial=0))
+
+
 def _flat_table(maps: list[torch.Tensor], shapes: list[tuple[int, int, int, int]], dtype: torch.dtype,
                 extra_rows: int = 0) -> torch.Tensor:
     """Every map's sparse table (``shapes``) in one (rows, C) buffer of ``dtype`` on the
     maps' device, one after the other, filled in place and followed by ``extra_rows`` rows
     left for the caller."""
     c = maps[0].shape[0]
-    starts = list(itertools.accumulate((a * b * h * w for a, b, h, w in shapes), initial=0))
+    starts = _table_starts(shapes)
     rows = maps[0].new_empty((starts[-1] + extra_rows, c), dtype=dtype)
     for f, shape, s0, s1 in zip(maps, shapes, starts[:-1], starts[1:]):
         sparse_table(f, shape[0] - 1, shape[1] - 1, out=rows[s0:s1].view(*shape, c))
