@@ -52,6 +52,8 @@ import torch
 
 from sppdet.data import VOCDataset
 from sppdet.detector import DetectionParams, Detector, apply_preset, detect_dataset, load_models
+from sppdet.device import resolve_device
+from sppdet.errors import SppdetError
 from sppdet.models import shipped_model_dir
 from sppdet.perf import tune_allocator
 from sppdet.presets import get_preset
@@ -229,7 +231,7 @@ def load_images(args: argparse.Namespace) -> list[tuple[str, np.ndarray]]:
     return [(i, ds.load_image(i)) for i in ds.ids]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--voc", type=Path, default=DEFAULT_VOC)
     ap.add_argument("--split", default="val")
@@ -246,7 +248,11 @@ def main() -> None:
                     help="every per-image configuration in this process (default: each in its own)")
     ap.add_argument("--config", default=None, help=argparse.SUPPRESS)  # one configuration, JSON (internal)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "detect_speed.json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    try:  # before any configuration starts: "--device cuda" where there is none, say so
+        resolve_device(args.device)
+    except SppdetError as e:
+        sys.exit(f"detect_speed: {e}")
     if not (args.voc / "JPEGImages").is_dir():
         print(f"skipped: VOC 2007 not found at {args.voc} (give --voc VOCdevkit/VOC2007)")
         sys.exit(0)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import pytest
+import torch
 
-from benchmarks.detect_speed import configs, run_config_isolated, warmup_images
+from benchmarks.detect_speed import configs, main, run_config_isolated, warmup_images
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -43,3 +45,12 @@ def test_warm_up_covers_every_image_size_once():
         [(5, 7, 3), (5, 7, 3), (7, 5, 3), (5, 7, 3), (9, 9, 3), (7, 5, 3)])]
     assert [i for i, _ in warmup_images(images, 2)] == ["0", "1", "2", "4"]
     assert [i for i, _ in warmup_images(images, 0)] == ["0", "2", "4"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: --device cuda is valid here")
+def test_a_device_this_machine_lacks_is_refused_with_a_message(tmp_path):
+    out = tmp_path / "speed.json"
+    with pytest.raises(SystemExit) as stop:
+        main(["--device", "cuda", "--voc", str(tmp_path), "--out", str(out)])
+    assert "CUDA is not available here" in str(stop.value.code)
+    assert not out.exists()
